@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   -> installs into .venv, builds llama.cpp, runs the offline demo, writes reports/summary.html
+#   make test   -> installs into .venv, runs ruff, snakemake --lint and pytest (unit + end-to-end on the demo)
+PYTHON ?= python3
+VENV   ?= .venv
+CORES  ?= $(shell nproc 2>/dev/null || echo 2)
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install lint clean-results
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) reports/summary.html
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/snakemake --lint --configfile config/config.yaml
+
+test: lint
+	$(BIN)/pytest -v -rs
+
+clean-results:
+	rm -rf results reports logs benchmarks

@@ -1,0 +1,28 @@
+# ggufbench: which GGUF quant, KV-cache type and offload setting to run on your GPU, measured with llama.cpp.
+#   snakemake --cores 2 reports/summary.html                               # the offline demo (default)
+#   snakemake --cores 8 --configfile config/config.yaml reports/summary.html   # the real study
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The demo is the embedded default; a --configfile replaces it rather than merging into it.
+if not config:
+
+    configfile: "config/demo.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/build.smk"
+include: "rules/models.smk"
+include: "rules/data.smk"
+include: "rules/perplexity.smk"
+include: "rules/kld.smk"
+include: "rules/bench.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "reports/summary.html",

@@ -1,0 +1,22 @@
+# llama.cpp, built by the workflow from the source each build names (git ref, local tree/tarball, PyPI sdist).
+
+
+rule build_llama_cpp:
+    output:
+        tools=expand("results/builds/{{build}}/bin/{tool}", tool=TOOLS),
+        record="results/builds/{build}/build.json",
+    params:
+        # the build's whole config: changing any of it reruns this build (and only its results)
+        spec=build_spec,
+        cache_dir=get_cache_dir(),
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+    log:
+        "logs/build/{build}.log",
+    benchmark:
+        "benchmarks/build/{build}.tsv"
+    conda:
+        "../envs/build.yaml"
+    script:
+        "../scripts/build_llama_cpp.py"

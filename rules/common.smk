@@ -1,0 +1,189 @@
+# Config validation, path helpers (get_*), wildcard constraints. Logic lives in src/ggufbench.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The workflow imports ggufbench from this checkout, with or without `pip install -e .` (rule scripts do
+# the same from snakemake.scriptdir, so conda envs and cluster nodes need no install of it).
+SRC = str(Path(workflow.basedir) / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+from ggufbench.config import check_config, kv_pair, quantize_build  # noqa: E402
+
+validate(config, schema=str(Path(workflow.basedir) / "config" / "schema.yaml"))
+check_config(config)
+
+BUILDS = list(config["builds"])
+MODELS = list(config["models"])
+PPL = config["perplexity"]
+KLD = config["kld"]
+BENCH = config["bench"]
+RUN = config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"})
+TOOLS = ["llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize"]
+
+
+wildcard_constraints:
+    build="[A-Za-z0-9._+-]+",
+    model="[A-Za-z0-9._+-]+",
+    quant="[A-Za-z0-9._+-]+",
+    corpus="[A-Za-z0-9._+-]+",
+    kv="[a-z0-9_]+(-[a-z0-9_]+)?",
+    ctx="[0-9]+",
+
+
+# --- builds -----------------------------------------------------------------------------------------
+
+
+def get_build(build):
+    return config["builds"][build]
+
+
+def get_tool(build, tool):
+    return f"results/builds/{build}/bin/{tool}"
+
+
+def get_build_json(build):
+    return f"results/builds/{build}/build.json"
+
+
+def is_gpu_build(build):
+    return bool(get_build(build).get("cuda", False))
+
+
+def get_gpu(wildcards):
+    """GPU jobs ask for one GPU, so --resources gpu=1 serialises them and Slurm requests one."""
+    return 1 if is_gpu_build(wildcards.build) else 0
+
+
+def get_cache_dir():
+    return config.get("cache_dir")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+def get_quant_origin(model, quant):
+    return config["models"][model]["quants"][quant]
+
+
+def get_manifest(model, quant):
+    """Each origin has its own folder, so one rule makes each path."""
+    kind = next(iter(get_quant_origin(model, quant)))
+    folder = {"quantize": "quantized", "hub": "hub", "local": "local"}[kind]
+    return f"results/models/{model}/{folder}/{quant}/manifest.json"
+
+
+def get_quants(model):
+    return list(config["models"][model]["quants"])
+
+
+def get_baseline(model):
+    return config["models"][model]["baseline"]
+
+
+def get_source_gguf(model):
+    return f"results/models/{model}/source/model.gguf"
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def get_corpus(corpus):
+    return f"results/data/{corpus}/corpus.txt"
+
+
+def get_corpus_json(corpus):
+    return f"results/data/{corpus}/corpus.json"
+
+
+# --- result files -----------------------------------------------------------------------------------
+
+
+def get_perplexity_results():
+    return [
+        f"results/perplexity/{b}/{m}/{q}/ctx{c}_kv-{kv}.json"
+        for b in BUILDS
+        for m in MODELS
+        for q in get_quants(m)
+        for c in PPL["ctx"]
+        for kv in PPL["kv"]
+    ]
+
+
+def get_kld_results():
+    return [
+        f"results/kld/{b}/{m}/{q}_ctx{KLD['ctx']}.json"
+        for b in BUILDS
+        for m in MODELS
+        for q in get_quants(m)
+        if q != get_baseline(m)
+    ]
+
+
+def get_kld_base_results():
+    return [f"results/kld-base/{b}/{m}/ctx{KLD['ctx']}.json" for b in BUILDS for m in MODELS]
+
+
+def get_bench_results():
+    return [f"results/bench/{b}/{m}/{q}.json" for b in BUILDS for m in MODELS for q in get_quants(m)]
+
+
+# --- input functions (take wildcards) ---------------------------------------------------------------
+
+
+def build_spec(wildcards):
+    return get_build(wildcards.build)
+
+
+def model_source_spec(wildcards):
+    return config["models"][wildcards.model]["source"]
+
+
+def quant_origin(wildcards):
+    return get_quant_origin(wildcards.model, wildcards.quant)
+
+
+def quantize_inputs(wildcards):
+    return {
+        "source": get_source_gguf(wildcards.model),
+        "quantize": get_tool(quantize_build(config, wildcards.model), "llama-quantize"),
+    }
+
+
+def corpus_spec(wildcards):
+    return config["corpora"][wildcards.corpus]
+
+
+def run_inputs(wildcards, tool, corpus, quant=None):
+    """What every llama.cpp measurement job reads: the tool, its build record, the model, the corpus."""
+    quant = quant or wildcards.quant
+    inputs = {
+        "tool": get_tool(wildcards.build, tool),
+        "build": get_build_json(wildcards.build),
+        "manifest": get_manifest(wildcards.model, quant),
+    }
+    if corpus:
+        inputs["corpus"] = get_corpus(corpus)
+        inputs["corpus_record"] = get_corpus_json(corpus)
+    return inputs
+
+
+def perplexity_inputs(wildcards):
+    return run_inputs(wildcards, "llama-perplexity", PPL["corpus"])
+
+
+def kld_base_inputs(wildcards):
+    return run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
+
+
+def kld_inputs(wildcards):
+    inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"])
+    base = f"results/kld-base/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}"
+    inputs.update(logits=f"{base}.logits", base_record=f"{base}.json")
+    return inputs
+
+
+def bench_inputs(wildcards):
+    return run_inputs(wildcards, "llama-bench", None)

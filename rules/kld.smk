@@ -1,0 +1,48 @@
+# KL divergence against the baseline quant's logits. The logits file is huge (vocab x tokens): it is
+# forecast exactly and checked against a budget and free disk before it is written, limited by --chunks,
+# written under a temporary name, and temp(): removed once every quant's KLD job has read it.
+
+
+rule kld_base:
+    input:
+        unpack(kld_base_inputs),
+    output:
+        logits=temp("results/kld-base/{build}/{model}/ctx{ctx}.logits"),
+        record="results/kld-base/{build}/{model}/ctx{ctx}.json",
+    params:
+        chunks=KLD["chunks"],
+        kv=KLD.get("kv", "f16"),
+        max_logits_gib=KLD.get("max_logits_gib", 8),
+        run=RUN,
+    threads: 8
+    resources:
+        gpu=get_gpu,
+    log:
+        "logs/kld/{build}/{model}/base_ctx{ctx}.log",
+    benchmark:
+        "benchmarks/kld/{build}/{model}/base_ctx{ctx}.tsv"
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/kld_base.py"
+
+
+rule kld:
+    input:
+        unpack(kld_inputs),
+    output:
+        record="results/kld/{build}/{model}/{quant}_ctx{ctx}.json",
+    params:
+        kv=KLD.get("kv", "f16"),
+        run=RUN,
+    threads: 8
+    resources:
+        gpu=get_gpu,
+    log:
+        "logs/kld/{build}/{model}/{quant}_ctx{ctx}.log",
+    benchmark:
+        "benchmarks/kld/{build}/{model}/{quant}_ctx{ctx}.tsv"
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/kld.py"

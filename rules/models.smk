@@ -1,0 +1,65 @@
+# GGUF files: a model's source file, quants made from it with llama-quantize, or quants from the Hub / disk.
+# Every quant ends as a manifest.json (files, sizes, sha256, origin) that later jobs read.
+
+
+rule fetch_model_source:
+    output:
+        gguf="results/models/{model}/source/model.gguf",
+        record="results/models/{model}/source/source.json",
+    params:
+        source=model_source_spec,
+        cache_dir=get_cache_dir(),
+    log:
+        "logs/models/{model}/source.log",
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/fetch_model_source.py"
+
+
+rule quantize_gguf:
+    input:
+        unpack(quantize_inputs),
+    output:
+        manifest="results/models/{model}/quantized/{quant}/manifest.json",
+    params:
+        origin=quant_origin,
+    threads: workflow.cores
+    log:
+        "logs/models/{model}/quantize_{quant}.log",
+    benchmark:
+        "benchmarks/models/{model}/quantize_{quant}.tsv"
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/quantize_gguf.py"
+
+
+rule download_gguf:
+    output:
+        manifest="results/models/{model}/hub/{quant}/manifest.json",
+    params:
+        origin=quant_origin,
+    resources:
+        downloads=1,
+    log:
+        "logs/models/{model}/download_{quant}.log",
+    benchmark:
+        "benchmarks/models/{model}/download_{quant}.tsv"
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/download_gguf.py"
+
+
+rule local_gguf:
+    output:
+        manifest="results/models/{model}/local/{quant}/manifest.json",
+    params:
+        origin=quant_origin,
+    log:
+        "logs/models/{model}/local_{quant}.log",
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/local_gguf.py"

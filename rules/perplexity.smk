@@ -1,0 +1,22 @@
+# Perplexity matrix: every build x model x quant x context x KV type is one job (a cluster spreads them).
+
+
+rule perplexity:
+    input:
+        unpack(perplexity_inputs),
+    output:
+        record="results/perplexity/{build}/{model}/{quant}/ctx{ctx}_kv-{kv}.json",
+    params:
+        chunks=PPL.get("chunks"),
+        run=RUN,
+    threads: 8
+    resources:
+        gpu=get_gpu,
+    log:
+        "logs/perplexity/{build}/{model}/{quant}/ctx{ctx}_kv-{kv}.log",
+    benchmark:
+        "benchmarks/perplexity/{build}/{model}/{quant}/ctx{ctx}_kv-{kv}.tsv"
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/perplexity.py"

@@ -1,0 +1,14 @@
+"""Rule fetch_model_source: the file a model's `quantize:` quants are made from."""
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "a")
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
+
+from ggufbench.build import cache_dir, sha256_file
+from ggufbench.models import fetch_model_source
+from ggufbench.runner import write_json
+
+out = Path(snakemake.output.gguf)
+origin = fetch_model_source(snakemake.params.source, out, cache_dir(snakemake.params.cache_dir), snakemake.log[0])
+write_json(snakemake.output.record, {**origin, "sha256": sha256_file(out), "size": out.stat().st_size})

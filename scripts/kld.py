@@ -1,0 +1,11 @@
+"""Rule kld: one quant's KL divergence against the baseline logits."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "a")
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
+
+from ggufbench.jobs import kld_job
+
+i, p = snakemake.input, snakemake.params
+kld_job(i.tool, i.build, i.manifest, i.base_record, i.logits, int(snakemake.wildcards.ctx), p.kv,
+        snakemake.threads, p.run, snakemake.output.record, snakemake.log[0])

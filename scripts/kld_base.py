@@ -1,0 +1,12 @@
+"""Rule kld_base: the baseline quant's logits for KL divergence (forecast and checked before writing)."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "a")
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
+
+from ggufbench.jobs import kld_base_job
+
+i, p = snakemake.input, snakemake.params
+kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(snakemake.wildcards.ctx), p.kv, p.chunks,
+             p.max_logits_gib, snakemake.threads, p.run, snakemake.output.logits, snakemake.output.record,
+             snakemake.log[0])

@@ -1,0 +1,10 @@
+"""Rule llama_bench: llama-bench -o jsonl for one quant, with peak GPU memory sampled through NVML."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "a")
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
+
+from ggufbench.jobs import bench_job
+
+i, p = snakemake.input, snakemake.params
+bench_job(i.tool, i.build, i.manifest, p.bench, snakemake.threads, p.run, snakemake.output.record, snakemake.log[0])

@@ -1,0 +1,43 @@
+"""Checks the JSON Schema cannot express: cross-references between config sections.
+
+Run by rules/common.smk right after schema validation, so a bad config fails before any job runs, with a
+message that names the key.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+
+def check_config(config: dict) -> None:
+    problems: list[str] = []
+    builds = config["builds"]
+    for name, model in config["models"].items():
+        quants = model["quants"]
+        if model["baseline"] not in quants:
+            problems.append(f"models.{name}.baseline: {model['baseline']!r} is not one of models.{name}.quants "
+                            f"({', '.join(quants)})")
+        qb = model.get("quantize_build")
+        if qb is not None and qb not in builds:
+            problems.append(f"models.{name}.quantize_build: {qb!r} is not a key of builds ({', '.join(builds)})")
+        for quant, origin in quants.items():
+            if "quantize" in origin and "source" not in model:
+                problems.append(f"models.{name}.quants.{quant}: `quantize:` needs models.{name}.source "
+                                "(the file to quantize from)")
+    for section in ("perplexity", "kld"):
+        corpus = config[section]["corpus"]
+        if corpus not in config["corpora"]:
+            problems.append(f"{section}.corpus: {corpus!r} is not a key of corpora "
+                            f"({', '.join(config['corpora'])})")
+    if problems:
+        raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
+
+
+def kv_pair(kv: str) -> tuple[str, str]:
+    """'q8_0' -> ('q8_0', 'q8_0'); 'q8_0-f16' -> ('q8_0', 'f16')."""
+    k, _, v = kv.partition("-")
+    return k, v or k
+
+
+def quantize_build(config: dict, model: str) -> str:
+    return config["models"][model].get("quantize_build") or next(iter(config["builds"]))

@@ -1,0 +1,171 @@
+"""What each measurement job does, with plain arguments (the rule scripts in scripts/ only map
+snakemake.input/output/params onto these). Each writes one JSON record:
+{"stage", "provenance", "params", "result", "tool": {cmd, wall_seconds}}.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import socket
+from pathlib import Path
+
+from . import bench as bench_mod
+from . import kld as kld_mod
+from .config import kv_pair
+from .errors import ToolFailed
+from .models import gguf_metadata, model_path, model_provenance
+from .nvml import VramSampler, gpu_info
+from .perplexity import parse_kld, parse_perplexity
+from .runner import read_json, run_tool, write_json
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def devices_in_output(text: str) -> list[str]:
+    """GPU names llama.cpp reports it used, e.g. 'Device 0: NVIDIA H200, compute capability 9.0'."""
+    return re.findall(r"Device \d+: (.+?), compute capability", text)
+
+
+def provenance(build_json: str | Path, manifest: str | Path, corpus_json: str | Path | None = None,
+               tool_output: str = "") -> dict:
+    b = read_json(build_json)
+    prov = {**model_provenance(manifest), "build": b["build"], "build_key": b.get("key"),
+            "llama_cpp_version": b.get("version"), "llama_cpp_commit": b.get("commit"),
+            "backend": b.get("backend"), "host": socket.gethostname(), "cpu_name": cpu_name()}
+    gpus = devices_in_output(tool_output)
+    info = gpu_info()
+    prov["gpu_name"] = ", ".join(gpus) if gpus else None
+    prov["gpu_driver"] = info.get("driver")
+    if prov["backend"] == "CUDA" and not gpus and tool_output:
+        raise ToolFailed("a CUDA build ran but llama.cpp reported no CUDA device in its output: it ran on the "
+                         "CPU (no GPU visible to the job?), so its numbers would be mislabelled")
+    if corpus_json:
+        c = read_json(corpus_json)
+        prov.update(corpus=c["name"], corpus_sha256=c["sha256"], corpus_source=c["source"])
+    return prov
+
+
+def _common_args(tool: str, model: Path, build: dict, ctx: int, kv: str, threads: int, run: dict) -> list:
+    k, v = kv_pair(kv)
+    args = [tool, "-m", model, "-c", ctx, "-t", threads, "-fa", run.get("flash_attn", "on"),
+            "-ctk", k, "-ctv", v]
+    if build.get("backend") == "CUDA":
+        args += ["-ngl", run.get("n_gpu_layers", 99)]
+    return args
+
+
+def perplexity_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks, threads: int,
+                   run: dict, out, log) -> dict:
+    build = read_json(build_json)
+    cmd = _common_args(tool, model_path(manifest), build, ctx, kv, threads, run) + ["-f", corpus]
+    if chunks:
+        cmd += ["--chunks", chunks]
+    r = run_tool(cmd, log)
+    result = parse_perplexity(r.output)
+    k, v = kv_pair(kv)
+    record = {"stage": "perplexity",
+              "provenance": provenance(build_json, manifest, corpus_json, r.output),
+              "params": {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": threads,
+                         **run},
+              "result": result.to_dict(), "tool": {"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds}}
+    write_json(out, record)
+    return record
+
+
+def count_tokens(tokenize_bin: Path, model: Path, corpus: Path, log) -> int:
+    """Tokens llama-perplexity will see (same tokenizer, BOS as the model wants; vocab-only load)."""
+    r = run_tool([tokenize_bin, "-m", model, "-f", corpus, "--ids", "--log-disable"], log,
+                 separate_stdout=True)
+    m = re.search(r"\[([\d,\s]*)\]", r.stdout)
+    if not m:
+        raise ToolFailed("llama-tokenize printed no [ids] list")
+    return len([x for x in m.group(1).split(",") if x.strip()])
+
+
+def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks: int,
+                 max_logits_gib: float, threads: int, run: dict, logits_out, out, log) -> dict:
+    """Baseline pass: writes logits under a temporary name, renamed only when complete and exactly sized."""
+    build = read_json(build_json)
+    model = model_path(manifest)
+    logits_out = Path(logits_out)
+    logits_out.parent.mkdir(parents=True, exist_ok=True)
+    n_vocab = gguf_metadata(model)["n_vocab"]
+    n_tokens = count_tokens(Path(tool).with_name("llama-tokenize"), model, Path(corpus), log)
+    fc = kld_mod.forecast(ctx, n_vocab, n_tokens, chunks, max_logits_gib, logits_out.parent)
+    with open(log, "a") as f:
+        f.write(f"# logits forecast: {fc.to_dict()}\n")
+    kld_mod.check_forecast(fc)
+    partial = logits_out.with_name(f".{logits_out.name}.partial")
+    partial.unlink(missing_ok=True)
+    cmd = _common_args(tool, model, build, ctx, kv, threads, run) + [
+        "-f", corpus, "--chunks", chunks, "--kl-divergence-base", partial]
+    try:
+        r = run_tool(cmd, log)
+        result = parse_perplexity(r.output)
+        kld_mod.check_logits_file(partial, fc)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(logits_out)
+    k, v = kv_pair(kv)
+    record = {"stage": "kld_base", "provenance": provenance(build_json, manifest, corpus_json, r.output),
+              "params": {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": threads,
+                         **run},
+              "result": {**result.to_dict(), "logits_bytes": fc.bytes, "forecast": fc.to_dict()},
+              "tool": {"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds}}
+    write_json(out, record)
+    return record
+
+
+def kld_job(tool, build_json, manifest, base_record, logits, ctx: int, kv: str, threads: int, run: dict,
+            out, log) -> dict:
+    build = read_json(build_json)
+    base = read_json(base_record)
+    cmd = _common_args(tool, model_path(manifest), build, ctx, kv, threads, run) + [
+        "--kl-divergence-base", logits, "--kl-divergence"]
+    r = run_tool(cmd, log)
+    result = parse_kld(r.output)
+    k, v = kv_pair(kv)
+    prov = provenance(build_json, manifest, None, r.output)
+    bp = base["provenance"]
+    prov.update(corpus=bp.get("corpus"), corpus_sha256=bp.get("corpus_sha256"), corpus_source=bp.get("corpus_source"),
+                baseline_quant=bp["quant"], baseline_sha256=bp["file_sha256"])
+    record = {"stage": "kld", "provenance": prov,
+              "params": {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": base["params"]["chunks"],
+                         "threads": threads, **run},
+              "result": result.flat(), "tool": {"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds}}
+    write_json(out, record)
+    return record
+
+
+def bench_job(tool, build_json, manifest, plan: dict, threads: int, run: dict, out, log) -> dict:
+    build = read_json(build_json)
+    thread_list = plan.get("threads") or [threads]
+    cmd = [tool, "-m", model_path(manifest), "-o", "jsonl",
+           "-p", ",".join(str(p) for p in plan.get("prompt", [512])),
+           "-n", ",".join(str(n) for n in plan.get("gen", [128])),
+           "-r", plan.get("repetitions", 5), "-t", ",".join(str(t) for t in thread_list),
+           "-fa", run.get("flash_attn", "on")]
+    if build.get("backend") == "CUDA":
+        cmd += ["-ngl", run.get("n_gpu_layers", 99)]
+    cmd += [str(a) for a in plan.get("extra_args", [])]
+    with VramSampler() as vram:
+        r = run_tool(cmd, log, separate_stdout=True)
+    rows = bench_mod.parse_bench_jsonl(r.stdout)
+    prov = provenance(build_json, manifest, None, r.output)
+    if not prov["gpu_name"]:
+        prov["gpu_name"] = rows[0].get("gpu_info") or None
+    record = {"stage": "bench", "provenance": prov, "params": {**plan, "threads": thread_list, **run},
+              "result": {"rows": rows, "vram": vram.result.to_dict()},
+              "tool": {"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds}}
+    write_json(out, record)
+    return record

@@ -1,0 +1,82 @@
+"""The baseline-logits file of llama-perplexity --kl-divergence-base: its exact size, and the disk check.
+
+Format (tools/perplexity/perplexity.cpp, DESIGN.md): the magic `_logits_` (8 bytes), u32 n_ctx, i32 n_vocab,
+i32 n_chunk, i32 tokens[n_ctx*n_chunk], then for each chunk (n_ctx - 1 - n_ctx/2) rows of
+nv = 2*((n_vocab+1)/2) + 4 uint16 values. Only the second half of each chunk is stored.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import ToolFailed
+
+GIB = 1024**3
+
+
+def logits_file_size(n_ctx: int, n_vocab: int, n_chunk: int) -> int:
+    nv = 2 * ((n_vocab + 1) // 2) + 4
+    return 20 + 4 * n_ctx * n_chunk + 2 * n_chunk * (n_ctx - 1 - n_ctx // 2) * nv
+
+
+def n_chunks_used(n_tokens: int, n_ctx: int, chunks: int | None) -> int:
+    """llama-perplexity's own rule: min(--chunks, tokens / n_ctx)."""
+    n_max = n_tokens // n_ctx
+    return n_max if chunks is None or chunks < 0 else min(chunks, n_max)
+
+
+@dataclass
+class LogitsForecast:
+    n_ctx: int
+    n_vocab: int
+    n_tokens: int
+    n_chunk: int
+    bytes: int
+    budget_bytes: int
+    free_bytes: int
+    largest_chunks_fitting: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def forecast(n_ctx: int, n_vocab: int, n_tokens: int, chunks: int | None, budget_gib: float,
+             target_dir: Path) -> LogitsForecast:
+    n_chunk = n_chunks_used(n_tokens, n_ctx, chunks)
+    size = logits_file_size(n_ctx, n_vocab, n_chunk)
+    budget = int(budget_gib * GIB)
+    free = shutil.disk_usage(target_dir).free
+    limit = min(budget, free)
+    per_chunk = logits_file_size(n_ctx, n_vocab, 1) - 20
+    fitting = max(0, (limit - 20) // per_chunk)
+    return LogitsForecast(n_ctx, n_vocab, n_tokens, n_chunk, size, budget, free, int(min(fitting, n_chunk)))
+
+
+def check_forecast(fc: LogitsForecast) -> None:
+    """Refuse a baseline pass whose logits would exceed the budget or the free space, before it starts."""
+    if fc.n_chunk < 1:
+        raise ToolFailed(f"the corpus has {fc.n_tokens} tokens: not one chunk of ctx {fc.n_ctx}")
+    over = []
+    if fc.bytes > fc.budget_bytes:
+        over.append(f"the budget kld.max_logits_gib = {fc.budget_bytes / GIB:.2f} GiB")
+    if fc.bytes > fc.free_bytes:
+        over.append(f"the free disk space ({fc.free_bytes / GIB:.2f} GiB)")
+    if over:
+        raise ToolFailed(
+            f"baseline logits forecast {fc.bytes:,} bytes ({fc.bytes / GIB:.2f} GiB) for {fc.n_chunk} chunks "
+            f"of ctx {fc.n_ctx} and n_vocab {fc.n_vocab}, over {' and '.join(over)}. "
+            f"The largest --chunks that fits is {fc.largest_chunks_fitting}: set kld.chunks to it (or less), "
+            "or raise kld.max_logits_gib / free disk space.")
+
+
+def check_logits_file(path: Path, fc: LogitsForecast) -> None:
+    """A finished baseline file must be exactly the forecast size and start with the magic."""
+    size = path.stat().st_size if path.exists() else -1
+    if size != fc.bytes:
+        raise ToolFailed(f"{path}: {size:,} bytes written, {fc.bytes:,} expected for {fc.n_chunk} chunks of "
+                         f"ctx {fc.n_ctx}, n_vocab {fc.n_vocab}: the baseline pass did not finish")
+    with open(path, "rb") as f:
+        if f.read(8) != b"_logits_":
+            raise ToolFailed(f"{path} does not start with llama.cpp's '_logits_' magic")

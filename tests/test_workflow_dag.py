@@ -1,0 +1,82 @@
+"""The workflow's DAG, lint and config checks, through the real Snakemake (dry runs: no job runs)."""
+
+from __future__ import annotations
+
+import yaml
+
+from .workflow import REPO, job_counts, snakemake
+
+
+def test_demo_dag_is_complete(tmp_path):
+    out = snakemake(tmp_path, "-n", "--cores", "2", configfile=REPO / "config/demo.yaml").stdout
+    counts = job_counts(out)
+    # 6 quants x (KV f16, q8_0) x ctx 512; 5 KLD (all but the F16 baseline); 6 llama-bench
+    assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 6,
+                      "kld_base": 1, "llama_bench": 6, "perplexity": 12, "kld": 5, "aggregate": 1, "figures": 1,
+                      "summary_report": 1, "all": 1, "total": 37}
+
+
+def test_demo_is_the_default_config(tmp_path):
+    out = snakemake(tmp_path, "-n", "--cores", "2").stdout
+    assert job_counts(out)["quantize_gguf"] == 6
+
+
+def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
+    out = snakemake(tmp_path, "-n", "--cores", "8", configfile=REPO / "config/config.yaml").stdout
+    counts = job_counts(out)
+    # 5 quants from the hub; PPL 5 quants x 2 ctx x 3 KV types; KLD of 4 quants against Q8_0
+    assert counts["download_gguf"] == 5
+    assert counts["perplexity"] == 30
+    assert counts["kld"] == 4 and counts["kld_base"] == 1
+    assert counts["llama_bench"] == 5
+    assert "quantize_gguf" not in counts
+    assert "results/models/qwen3.5-35b-a3b/hub/bartowski-Q4_K_L/manifest.json" in out
+
+
+def test_gpu_jobs_ask_for_a_gpu(tmp_path):
+    out = snakemake(tmp_path, "-n", "--cores", "8", configfile=REPO / "config/config.yaml").stdout
+    blocks = out.split("\n\n")
+    gpu_rules = {"perplexity", "kld", "kld_base", "llama_bench"}
+    for block in blocks:
+        for rule in gpu_rules:
+            if block.lstrip().startswith(f"rule {rule}:") or f"\nrule {rule}:" in block:
+                assert "gpu=1" in block, block
+
+
+def test_lint_is_clean():
+    for cfg in ("config/demo.yaml", "config/config.yaml"):
+        proc = snakemake(REPO, "--lint", configfile=REPO / cfg, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def _write(tmp_path, config):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_unknown_key_fails_before_any_job_and_names_it(tmp_path):
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["perplexity"]["ktx"] = [512]
+    proc = snakemake(tmp_path, "-n", configfile=_write(tmp_path, config), check=False)
+    assert proc.returncode != 0
+    assert "'ktx' was unexpected" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["kld"]["chunks"] = "many"
+    proc = snakemake(tmp_path, "-n", configfile=_write(tmp_path, config), check=False)
+    assert proc.returncode != 0
+    text = proc.stderr + proc.stdout
+    assert "'many' is not of type 'integer'" in text and "chunks" in text
+
+
+def test_inconsistent_config_names_the_key(tmp_path):
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["models"]["smollm2-135m"]["baseline"] = "BF16"
+    proc = snakemake(tmp_path, "-n", configfile=_write(tmp_path, config), check=False)
+    assert proc.returncode != 0
+    assert "models.smollm2-135m.baseline: 'BF16' is not one of" in proc.stderr + proc.stdout
