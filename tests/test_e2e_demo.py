@@ -32,7 +32,8 @@ def _finite(df, cols):
 def test_perplexity_table_has_every_cell(demo):
     workdir, _ = demo
     ppl = pd.read_parquet(workdir / "results/tables/perplexity.parquet")
-    assert sorted(zip(ppl["quant"], ppl["kv"], strict=True)) == sorted((q, kv) for q in QUANTS for kv in ("f16", "q8_0"))
+    expected = sorted((q, kv) for q in QUANTS for kv in ("f16", "q8_0"))
+    assert sorted(zip(ppl["quant"], ppl["kv"], strict=True)) == expected
     _finite(ppl, ["ppl", "ppl_uncertainty", "file_size_bytes"])
     assert (ppl["ctx"] == 512).all() and (ppl["n_chunks"] == 12).all()
     # provenance on every row
