@@ -1,6 +1,8 @@
 # ggufbench: which GGUF quant, KV-cache type and offload setting to run on your GPU, measured with llama.cpp.
 #   snakemake --cores 2 reports/summary.html                               # the offline demo (default)
 #   snakemake --cores 8 --configfile config/config.yaml reports/summary.html   # the real study
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,7 +11,7 @@ min_version("9.0")
 # The demo is the embedded default; a --configfile replaces it rather than merging into it.
 if not config:
 
-    configfile: "config/demo.yaml"
+    configfile: Path(workflow.basedir) / "config" / "demo.yaml"
 
 
 include: "rules/common.smk"

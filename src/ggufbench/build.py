@@ -146,6 +146,13 @@ def fetch_source(source: dict, cache: Path, log: str | Path | None = None) -> tu
             top = _single_top(_extract(path, cache / "sources" / f"tar-{digest[:16]}"))
             src = _check_tree(top, f"builds.*.source.local.path ({path.name})")
             ident = {"kind": "tarball", "path": str(path.resolve()), "sha256": digest, "commit": git_commit(src)}
+        declared = spec.get("commit")
+        if declared:
+            if ident["commit"] and not ident["commit"].startswith(declared):
+                raise ConfigError(f"builds.*.source.local.commit: {declared} but the tree's git HEAD is "
+                                  f"{ident['commit']}")
+            ident["commit"] = ident["commit"] or declared
+            ident["commit_declared"] = True
     else:
         url, ref = spec["url"], str(spec["ref"])
         repo = cache / "git" / hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -220,9 +227,9 @@ def parse_version(text: str) -> dict:
     m = re.search(r"version:\s*(\S+)\s*\(build (\d+), commit (\S+?)\)", text)
     if m:
         out.update(version=m.group(1), build_number=int(m.group(2)), binary_commit=m.group(3))
-    m = re.search(r"built with (.+?) for (\S+)", text)
+    m = re.search(r"built with (.+?) for ([^\n]+)", text)
     if m:
-        out.update(built_with=m.group(1), target=m.group(2))
+        out.update(built_with=m.group(1), target=m.group(2).strip())
     return out
 
 

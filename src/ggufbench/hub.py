@@ -53,7 +53,8 @@ def select_quant_files(paths: list[str], quant: str, repo: str = "") -> list[str
     if shards:
         total = int(shards[0].group(2))
         if len(files) != total:
-            raise ToolFailed(f"{quant!r} in {repo}: {len(files)} of {total} shards listed: {sorted(files)}")
+            raise ToolFailed(f"{quant!r} in {repo or 'the repo'}: {len(files)} of {total} shards listed: "
+                             f"{sorted(files)}")
     return sorted(files)
 
 

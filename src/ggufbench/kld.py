@@ -56,8 +56,9 @@ def forecast(n_ctx: int, n_vocab: int, n_tokens: int, chunks: int | None, budget
 
 def check_forecast(fc: LogitsForecast) -> None:
     """Refuse a baseline pass whose logits would exceed the budget or the free space, before it starts."""
-    if fc.n_chunk < 1:
-        raise ToolFailed(f"the corpus has {fc.n_tokens} tokens: not one chunk of ctx {fc.n_ctx}")
+    if fc.n_chunk < 1 or fc.n_tokens < 2 * fc.n_ctx:
+        raise ToolFailed(f"the corpus has {fc.n_tokens} tokens; llama-perplexity needs at least {2 * fc.n_ctx} "
+                         f"(two contexts of {fc.n_ctx}): use a longer corpus or a smaller kld.ctx")
     over = []
     if fc.bytes > fc.budget_bytes:
         over.append(f"the budget kld.max_logits_gib = {fc.budget_bytes / GIB:.2f} GiB")

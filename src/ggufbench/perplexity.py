@@ -181,7 +181,7 @@ def parse_kld(text: str) -> KldResult:
         if diagnose(text) is None and re.search(r"^\s*\d+\s+[\d.]+ ±", text, re.M):
             raise ToolFailed("llama-perplexity printed chunk rows but no statistics: llama.cpp prints none "
                              "below 100 scored tokens; use more --chunks or a larger ctx")
-        raise _fail(text, "the '====== " + "', '".join(missing) + " ======' block(s)")
+        raise _fail(text, ", ".join(f"'====== {t} ======'" for t in missing))
     out: dict = {}
     ppl_block, kld_block, tok_block = blocks.values()
     for label, stem in _PPL_STATS.items():

@@ -57,6 +57,8 @@ def run_tool(cmd: list[str], log_path: str | Path | None = None, env: dict | Non
                                     env={**os.environ, **(env or {})})
         except FileNotFoundError as e:
             raise ToolFailed(f"{cmd[0]} not found: was the build step run? ({e})") from e
+        except PermissionError as e:
+            raise ToolFailed(f"{cmd[0]} is not executable ({e})") from e
         readers = [threading.Thread(target=pump, args=(proc.stdout, stdout))]
         if separate_stdout:
             readers.append(threading.Thread(target=pump, args=(proc.stderr, None)))
@@ -74,7 +76,10 @@ def run_tool(cmd: list[str], log_path: str | Path | None = None, env: dict | Non
     out = "".join(merged)
     tool = Path(cmd[0]).name
     if returncode < 0:
-        sig = signal.Signals(-returncode).name
+        try:
+            sig = signal.Signals(-returncode).name
+        except ValueError:  # real-time signals have no name
+            sig = f"signal {-returncode}"
         hint = " (killed: out of memory?)" if returncode == -signal.SIGKILL else ""
         raise ToolFailed(f"{tool} was killed by {sig}{hint}; its output is in the log")
     if returncode != 0:
