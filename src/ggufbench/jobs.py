@@ -35,19 +35,26 @@ def devices_in_output(text: str) -> list[str]:
     return re.findall(r"Device \d+: (.+?), compute capability", text)
 
 
+def ran_on_cuda(text: str) -> bool:
+    """llama.cpp's own word that the CUDA backend was used: system_info's `CUDA :` entry (llama-perplexity),
+    ggml_cuda_init finding a device, or llama-bench's `"backends": "CUDA"`."""
+    return bool(re.search(r'CUDA :|"backends": "[^"]*CUDA|ggml_cuda_init: found [1-9]', text))
+
+
 def provenance(build_json: str | Path, manifest: str | Path, corpus_json: str | Path | None = None,
                tool_output: str = "") -> dict:
     b = read_json(build_json)
     prov = {**model_provenance(manifest), "build": b["build"], "build_key": b.get("key"),
             "llama_cpp_version": b.get("version"), "llama_cpp_commit": b.get("commit"),
             "backend": b.get("backend"), "host": socket.gethostname(), "cpu_name": cpu_name()}
-    gpus = devices_in_output(tool_output)
     info = gpu_info()
+    gpus = devices_in_output(tool_output) or [g["name"] for g in info["gpus"]]
     prov["gpu_name"] = ", ".join(gpus) if gpus else None
     prov["gpu_driver"] = info.get("driver")
-    if prov["backend"] == "CUDA" and not gpus and tool_output:
-        raise ToolFailed("a CUDA build ran but llama.cpp reported no CUDA device in its output: it ran on the "
-                         "CPU (no GPU visible to the job?), so its numbers would be mislabelled")
+    if prov["backend"] == "CUDA" and tool_output and not (info["available"] and ran_on_cuda(tool_output)):
+        raise ToolFailed("a CUDA build ran but no GPU was seen (NVML: "
+                         f"{info.get('reason', 'ok')}; llama.cpp's system_info lists no CUDA backend): it "
+                         "ran on the CPU, so its numbers would be mislabelled")
     if corpus_json:
         c = read_json(corpus_json)
         prov.update(corpus=c["name"], corpus_sha256=c["sha256"], corpus_source=c["source"])

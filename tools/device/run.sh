@@ -6,7 +6,7 @@ set -euo pipefail
 stage=${1:?usage: run.sh build|demo}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl
 export PYTHONPATH=/tmp/site GGUFBENCH_CACHE=/tmp/ggufbench-cache PYTHONUNBUFFERED=1
-sm=(python3 -m snakemake --cores 16 --scheduler greedy --configfile tools/device/demo-cuda.yaml)
+sm=(python3 -m snakemake --configfile tools/device/demo-cuda.yaml --cores 16 --scheduler greedy)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 case $stage in
