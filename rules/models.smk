@@ -35,6 +35,8 @@ rule quantize_gguf:
         "../scripts/quantize_gguf.py"
 
 
+# Files go to the Hugging Face cache (HF_HUB_CACHE / HF_HOME) and are linked here; pinned to a commit (the
+# config's hub_lock file when set), checked against the hub's sha256. A cut download resumes: see docs/hub.md.
 rule download_gguf:
     output:
         manifest="results/models/{model}/hub/{quant}/manifest.json",
@@ -42,6 +44,8 @@ rule download_gguf:
         origin=quant_origin,
     resources:
         downloads=1,
+    # a transfer that failed mid-file left a .partial: another attempt asks only for the rest
+    retries: 2
     log:
         "logs/models/{model}/download_{quant}.log",
     benchmark:

@@ -1,4 +1,9 @@
-"""Rule download_gguf: one quant's GGUF file(s) from the Hugging Face Hub, checked against the hub's sha256."""
+"""Rule download_gguf: one quant's GGUF file(s) from the Hugging Face Hub, pinned and checked against its sha256.
+
+The files live in the Hugging Face cache (HF_HUB_CACHE / HF_HOME, shared with other tools and checkouts);
+the quant's folder gets links to them and the manifest. With `hub_lock` in the config the commit comes from
+the lock file (and a first fetch records it there).
+"""
 import sys
 from pathlib import Path
 
@@ -11,6 +16,7 @@ from ggufbench.models import write_manifest
 w = snakemake.wildcards
 hub = snakemake.params.origin["hub"]
 manifest = Path(snakemake.output.manifest)
+# read from the config, not params: a lock path is not part of what the job makes (no rerun when it moves)
 files, origin = download_quant(hub["repo"], manifest.parent, quant=hub.get("quant"), filename=hub.get("file"),
-                               revision=hub.get("revision", "main"))
+                               revision=hub.get("revision", "main"), lock=snakemake.config.get("hub_lock"))
 write_manifest(manifest, w.model, w.quant, files, origin)

@@ -10,5 +10,6 @@ from ggufbench.models import fetch_model_source
 from ggufbench.runner import write_json
 
 out = Path(snakemake.output.gguf)
-origin = fetch_model_source(snakemake.params.source, out, cache_dir(snakemake.params.cache_dir), snakemake.log[0])
+origin = fetch_model_source(snakemake.params.source, out, cache_dir(snakemake.params.cache_dir), snakemake.log[0],
+                            lock=snakemake.config.get("hub_lock"))
 write_json(snakemake.output.record, {**origin, "sha256": sha256_file(out), "size": out.stat().st_size})

@@ -8,5 +8,6 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.corpus import make_corpus
 from ggufbench.runner import write_json
 
-info = make_corpus(snakemake.wildcards.corpus, snakemake.params.spec, Path(snakemake.output.text))
+info = make_corpus(snakemake.wildcards.corpus, snakemake.params.spec, Path(snakemake.output.text),
+                   lock=snakemake.config.get("hub_lock"))
 write_json(snakemake.output.record, info.to_dict())

