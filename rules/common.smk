@@ -10,17 +10,28 @@ SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+from ggufbench import plan  # noqa: E402
 from ggufbench.config import check_config, kv_pair, quantize_build  # noqa: E402
 
 validate(config, schema=str(Path(workflow.basedir) / "config" / "schema.yaml"))
 check_config(config)
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake compares params by their repr, so a config whose keys
+    were merely reordered must not look changed (and rerun builds and measurements)."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 BUILDS = list(config["builds"])
 MODELS = list(config["models"])
 PPL = config["perplexity"]
 KLD = config["kld"]
-BENCH = config["bench"]
-RUN = config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"})
+BENCH = canonical(config["bench"])
+RUN = canonical(config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"}))
 TOOLS = ["llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize"]
 
 
@@ -102,28 +113,16 @@ def get_corpus_json(corpus):
 
 
 def get_perplexity_results():
-    return [
-        f"results/perplexity/{b}/{m}/{q}/ctx{c}_kv-{kv}.json"
-        for b in BUILDS
-        for m in MODELS
-        for q in get_quants(m)
-        for c in PPL["ctx"]
-        for kv in PPL["kv"]
-    ]
+    """Each PPL cell's record: its own perplexity job, or the KLD/baseline run that measured the same thing."""
+    return list(dict.fromkeys(run.path for _, run in plan.ppl_sources(config)))
 
 
 def get_kld_results():
-    return [
-        f"results/kld/{b}/{m}/{q}_ctx{KLD['ctx']}.json"
-        for b in BUILDS
-        for m in MODELS
-        for q in get_quants(m)
-        if q != get_baseline(m)
-    ]
+    return [run.path for run in plan.kld_runs(config) if run.kind == "kld"]
 
 
 def get_kld_base_results():
-    return [f"results/kld-base/{b}/{m}/ctx{KLD['ctx']}.json" for b in BUILDS for m in MODELS]
+    return [run.path for run in plan.kld_runs(config) if run.kind == "kld_base"]
 
 
 def get_bench_results():
@@ -134,26 +133,28 @@ def get_bench_results():
 
 
 def build_spec(wildcards):
-    return get_build(wildcards.build)
+    return canonical(get_build(wildcards.build))
 
 
 def model_source_spec(wildcards):
-    return config["models"][wildcards.model]["source"]
+    return canonical(config["models"][wildcards.model]["source"])
 
 
 def quant_origin(wildcards):
-    return get_quant_origin(wildcards.model, wildcards.quant)
+    return canonical(get_quant_origin(wildcards.model, wildcards.quant))
 
 
 def quantize_inputs(wildcards):
     return {
         "source": get_source_gguf(wildcards.model),
-        "quantize": get_tool(quantize_build(config, wildcards.model), "llama-quantize"),
+        # ancient(): a rebuilt llama-quantize does not re-make the quants (and so re-measure every build);
+        # re-quantize on purpose with --forcerun quantize_gguf
+        "quantize": ancient(get_tool(quantize_build(config, wildcards.model), "llama-quantize")),
     }
 
 
 def corpus_spec(wildcards):
-    return config["corpora"][wildcards.corpus]
+    return canonical(config["corpora"][wildcards.corpus])
 
 
 def run_inputs(wildcards, tool, corpus, quant=None):
@@ -174,13 +175,17 @@ def perplexity_inputs(wildcards):
     return run_inputs(wildcards, "llama-perplexity", PPL["corpus"])
 
 
+def perplexity_chunks(wildcards):
+    return plan.ppl_chunks(config, int(wildcards.ctx))
+
+
 def kld_base_inputs(wildcards):
     return run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
 
 
 def kld_inputs(wildcards):
     inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"])
-    base = f"results/kld-base/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}"
+    base = f"results/kld-base/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}_kv-{plan.kld_base_kv(config)}"
     inputs.update(logits=f"{base}.logits", base_record=f"{base}.json")
     return inputs
 

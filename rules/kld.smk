@@ -7,20 +7,19 @@ rule kld_base:
     input:
         unpack(kld_base_inputs),
     output:
-        logits=temp("results/kld-base/{build}/{model}/ctx{ctx}.logits"),
-        record="results/kld-base/{build}/{model}/ctx{ctx}.json",
+        logits=temp("results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.logits"),
+        record="results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.json",
     params:
         chunks=KLD["chunks"],
-        kv=KLD.get("kv", "f16"),
         max_logits_gib=KLD.get("max_logits_gib", 8),
         run=RUN,
     threads: 8
     resources:
         gpu=get_gpu,
     log:
-        "logs/kld/{build}/{model}/base_ctx{ctx}.log",
+        "logs/kld/{build}/{model}/base_ctx{ctx}_kv-{kv}.log",
     benchmark:
-        "benchmarks/kld/{build}/{model}/base_ctx{ctx}.tsv"
+        "benchmarks/kld/{build}/{model}/base_ctx{ctx}_kv-{kv}.tsv"
     conda:
         "../envs/python.yaml"
     script:
@@ -31,17 +30,16 @@ rule kld:
     input:
         unpack(kld_inputs),
     output:
-        record="results/kld/{build}/{model}/{quant}_ctx{ctx}.json",
+        record="results/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.json",
     params:
-        kv=KLD.get("kv", "f16"),
         run=RUN,
     threads: 8
     resources:
         gpu=get_gpu,
     log:
-        "logs/kld/{build}/{model}/{quant}_ctx{ctx}.log",
+        "logs/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.log",
     benchmark:
-        "benchmarks/kld/{build}/{model}/{quant}_ctx{ctx}.tsv"
+        "benchmarks/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.tsv"
     conda:
         "../envs/python.yaml"
     script:

@@ -7,7 +7,7 @@ rule perplexity:
     output:
         record="results/perplexity/{build}/{model}/{quant}/ctx{ctx}_kv-{kv}.json",
     params:
-        chunks=PPL.get("chunks"),
+        chunks=perplexity_chunks,
         run=RUN,
     threads: 8
     resources:

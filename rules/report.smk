@@ -5,7 +5,6 @@ rule aggregate:
     input:
         perplexity=get_perplexity_results(),
         kld=get_kld_results(),
-        kld_base=get_kld_base_results(),
         bench=get_bench_results(),
         builds=expand("results/builds/{build}/build.json", build=BUILDS),
     output:

@@ -7,5 +7,5 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.jobs import kld_job
 
 i, p = snakemake.input, snakemake.params
-kld_job(i.tool, i.build, i.manifest, i.base_record, i.logits, int(snakemake.wildcards.ctx), p.kv,
+kld_job(i.tool, i.build, i.manifest, i.base_record, i.logits, int(snakemake.wildcards.ctx), snakemake.wildcards.kv,
         snakemake.threads, p.run, snakemake.output.record, snakemake.log[0])

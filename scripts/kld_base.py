@@ -6,7 +6,6 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 
 from ggufbench.jobs import kld_base_job
 
-i, p = snakemake.input, snakemake.params
-kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(snakemake.wildcards.ctx), p.kv, p.chunks,
-             p.max_logits_gib, snakemake.threads, p.run, snakemake.output.logits, snakemake.output.record,
-             snakemake.log[0])
+i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
+kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, p.chunks, p.max_logits_gib,
+             snakemake.threads, p.run, snakemake.output.logits, snakemake.output.record, snakemake.log[0])

@@ -34,9 +34,9 @@ def test_shipped_configs_pass(name):
 
 def test_schema_fills_defaults(demo):
     # validate() sets schema defaults in place (Snakemake's set_default=True); the rules rely on them
-    assert "kv" not in demo["kld"]
+    del demo["kld"]["base_kv"]
     validate(demo, SCHEMA)
-    assert demo["kld"]["kv"] == "f16"
+    assert demo["kld"]["base_kv"] == "f16"
     assert demo["bench"]["extra_args"] == []
     assert demo["kld"]["max_logits_gib"] == 1  # given values are kept
 

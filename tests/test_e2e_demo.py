@@ -15,6 +15,7 @@ from .workflow import REPO, snakemake
 
 pytestmark = pytest.mark.e2e
 QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]
+KVS = ["f16", "q8_0", "q4_0"]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,17 @@ def _finite(df, cols):
 def test_perplexity_table_has_every_cell(demo):
     workdir, _ = demo
     ppl = pd.read_parquet(workdir / "results/tables/perplexity.parquet")
-    expected = sorted((q, kv) for q in QUANTS for kv in ("f16", "q8_0"))
-    assert sorted(zip(ppl["quant"], ppl["kv"], strict=True)) == expected
-    _finite(ppl, ["ppl", "ppl_uncertainty", "file_size_bytes"])
-    assert (ppl["ctx"] == 512).all() and (ppl["n_chunks"] == 12).all()
+    expected = sorted((q, kv, c) for q in QUANTS for kv in KVS for c in (512, 1024))
+    assert sorted(zip(ppl["quant"], ppl["kv"], ppl["ctx"], strict=True)) == expected
+    _finite(ppl, ["ppl", "ppl_uncertainty", "file_size_bytes", "dppl_vs_f16_kv", "kv_cost_long_minus_short"])
+    # the same 4096 tokens at both contexts
+    assert set(zip(ppl["ctx"], ppl["n_chunks"], strict=True)) == {(512, 8), (1024, 4)}
+    # no pass twice: ctx-512 cells come from the KLD runs (the F16/f16 cell from the baseline pass)
+    by = dict(zip(zip(ppl["quant"], ppl["kv"], ppl["ctx"], strict=True), ppl["measured_by"], strict=True))
+    assert by[("F16", "f16", 512)] == "kld_base"
+    assert all(by[(q, kv, 512)] == "kld" for q in QUANTS for kv in KVS if (q, kv) != ("F16", "f16"))
+    assert all(by[(q, kv, 1024)] == "perplexity" for q in QUANTS for kv in KVS)
+    assert (ppl.loc[ppl["kv"] == "f16", "dppl_vs_f16_kv"] == 0).all()
     # provenance on every row
     for col in ["model", "quant", "file_sha256", "build", "llama_cpp_commit", "llama_cpp_version", "backend",
                 "cpu_name", "corpus_sha256"]:
@@ -52,15 +60,29 @@ def test_perplexity_table_has_every_cell(demo):
 def test_kld_rises_down_the_ladder(demo):
     workdir, _ = demo
     kld = pd.read_parquet(workdir / "results/tables/kld.parquet")
-    assert sorted(kld["quant"]) == sorted(q for q in QUANTS if q != "F16")
+    expected = sorted((q, kv) for q in QUANTS for kv in KVS if (q, kv) != ("F16", "f16"))
+    assert sorted(zip(kld["quant"], kld["kv"], strict=True)) == expected
     _finite(kld, ["kld_mean", "kld_mean_uncertainty", "kld_p99_9", "ppl_q", "ppl_base", "same_top_p_pct",
-                  "rms_dp_pct", "dp_mean_pct"])
-    assert (kld["baseline_quant"] == "F16").all()
-    k = kld.set_index("quant")["kld_mean"]
+                  "rms_dp_pct", "dp_mean_pct", "ln_ppl_ratio", "ppl_ratio", "kld_median", "dp_p99_pct"])
+    assert (kld["baseline_quant"] == "F16").all() and (kld["baseline_kv"] == "f16").all()
+    kv_only = kld[kld["quant"] == "F16"].set_index("kv")["kld_mean"]  # the KV type's own cost
+    assert 0 < kv_only["q8_0"] < kv_only["q4_0"]
+    k = kld[kld["kv"] == "f16"].set_index("quant")["kld_mean"]
     assert k["Q8_0"] < k["Q4_K_M"] < k["Q2_K"]
     assert k["Q8_0"] < k["Q6_K"] < k["Q4_K_M"] < k["Q3_K_M"] < k["Q2_K"]
     # the baseline logits were temp(): gone once every KLD job has read them
-    assert not list((workdir / "results/kld-base").rglob("*.logits"))
+    assert not list((workdir / "results/kld-base").rglob("*.logits*"))
+
+
+def test_logits_forecast_equals_the_file_llama_cpp_wrote(demo):
+    workdir, _ = demo
+    import json
+
+    from ggufbench.kld import logits_file_size
+
+    rec = json.loads((workdir / "results/kld-base/cpu/smollm2-135m/ctx512_kv-f16.json").read_text())["result"]
+    assert rec["logits_bytes_written"] == rec["logits_bytes_forecast"] == logits_file_size(512, 49152, 8)
+    assert rec["logits_bytes_written"] == 200_572_884
 
 
 def test_bench_table(demo):
@@ -93,6 +115,25 @@ def test_same_target_again_does_nothing(demo):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_logits_over_budget_are_refused_before_the_pass(demo, tmp_path):
+    """kld.max_logits_gib below the forecast: the baseline pass never starts; the message gives the chunks
+    that fit. 0.1 GiB holds (107374182 - 20) // 25071608 = 4 chunks of ctx 512 at SmolLM2's 49152 tokens."""
+    workdir = tmp_path / "work"
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["kld"]["max_logits_gib"] = 0.1
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    target = "results/kld-base/cpu/smollm2-135m/ctx512_kv-f16.json"
+    proc = snakemake(workdir, "--cores", "2", target, configfile=cfg, check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/kld/cpu/smollm2-135m/base_ctx512_kv-f16.log").read_text()
+    assert "baseline logits forecast 200,572,884 bytes" in log
+    assert "The largest --chunks that fits is 4" in log
+    assert "--kl-divergence-base" not in log  # llama-perplexity never ran
+    assert not list((workdir / "results/kld-base").rglob("*.logits*"))
+    assert not (workdir / target).exists()
+
+
 def test_exit0_failure_of_llama_perplexity_fails_the_job(demo, tmp_path):
     """A corpus too short for two contexts: llama-perplexity exits 0 without a Final estimate line.
     Runs in its own working directory (the build comes from the cache the demo filled)."""
@@ -110,3 +151,33 @@ def test_exit0_failure_of_llama_perplexity_fails_the_job(demo, tmp_path):
     log = (workdir / "logs/perplexity/cpu/smollm2-135m/Q2_K/ctx512_kv-f16.log").read_text()
     assert "too few tokens" in log and "1024 tokens needed for ctx 512" in log
     assert not (workdir / target).exists()
+
+
+def _dry_run_jobs(workdir, config: dict, tmp_path) -> tuple[dict, set]:
+    cfg = tmp_path / "builds.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = snakemake(workdir, "-n", "--cores", "2", "reports/summary.html", configfile=cfg)
+    from .workflow import job_counts
+
+    builds = set(re.findall(r"wildcards: (?:.*, )?build=([^,\s]+)", proc.stdout))
+    return job_counts(proc.stdout), builds
+
+
+def test_adding_a_build_runs_only_that_builds_jobs(demo, tmp_path):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["builds"]["cpu-noavx512"] = {**config["builds"]["cpu"], "cmake_args": ["-DGGML_AVX512=OFF"]}
+    counts, builds = _dry_run_jobs(workdir, config, tmp_path)
+    assert builds == {"cpu-noavx512"}
+    assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 17, "perplexity": 18, "llama_bench": 6,
+                      "aggregate": 1, "figures": 1, "summary_report": 1, "all": 1, "total": 47}
+
+
+def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["builds"]["cpu"]["cmake_args"] = ["-DGGML_AVX512=OFF"]
+    counts, builds = _dry_run_jobs(workdir, config, tmp_path)
+    assert builds == {"cpu"}
+    assert "quantize_gguf" not in counts and "fetch_model_source" not in counts and "make_corpus" not in counts
+    assert counts["build_llama_cpp"] == 1 and counts["perplexity"] == 18 and counts["kld"] == 17

@@ -10,10 +10,11 @@ from .workflow import REPO, job_counts, snakemake
 def test_demo_dag_is_complete(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "2", configfile=REPO / "config/demo.yaml").stdout
     counts = job_counts(out)
-    # 6 quants x (KV f16, q8_0) x ctx 512; 5 KLD (all but the F16 baseline); 6 llama-bench
+    # 6 quants x 3 KV types x 2 contexts = 36 PPL cells; the 18 at ctx 512 come from the baseline pass and the
+    # 17 KLD runs (6 quants x 3 KV types, less F16 with f16 KV: that is the baseline pass); 6 llama-bench
     assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 6,
-                      "kld_base": 1, "llama_bench": 6, "perplexity": 12, "kld": 5, "aggregate": 1, "figures": 1,
-                      "summary_report": 1, "all": 1, "total": 37}
+                      "kld_base": 1, "llama_bench": 6, "perplexity": 18, "kld": 17, "aggregate": 1, "figures": 1,
+                      "summary_report": 1, "all": 1, "total": 55}
 
 
 def test_demo_is_the_default_config(tmp_path):
@@ -24,10 +25,11 @@ def test_demo_is_the_default_config(tmp_path):
 def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "8", configfile=REPO / "config/config.yaml").stdout
     counts = job_counts(out)
-    # 5 quants from the hub; PPL 5 quants x 2 ctx x 3 KV types; KLD of 4 quants against Q8_0
+    # 5 quants from the hub; PPL 5 quants x 2 ctx x 3 KV types, the 15 at ctx 512 from KLD runs (14) and the
+    # Q8_0 baseline pass
     assert counts["download_gguf"] == 5
-    assert counts["perplexity"] == 30
-    assert counts["kld"] == 4 and counts["kld_base"] == 1
+    assert counts["perplexity"] == 15
+    assert counts["kld"] == 14 and counts["kld_base"] == 1
     assert counts["llama_bench"] == 5
     assert "quantize_gguf" not in counts
     assert "results/models/qwen3.5-35b-a3b/hub/bartowski-Q4_K_L/manifest.json" in out

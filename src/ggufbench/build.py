@@ -181,6 +181,35 @@ def fetch_source(source: dict, cache: Path, log: str | Path | None = None) -> tu
 
 # CMake ----------------------------------------------------------------------------------------------
 
+def resolve_cuda_architectures(requested: str) -> tuple[str, str]:
+    """`native` becomes the visible GPUs' compute capabilities through NVML (e.g. "90", "120"); without NVML
+    it stays `native` for nvcc to resolve. Returns (architectures, how they were chosen)."""
+    if str(requested).strip() != "native":
+        return str(requested), "config"
+    from .nvml import gpu_info
+
+    info = gpu_info()
+    caps = sorted({g["compute_capability"].replace(".", "") for g in info["gpus"]}, key=int)
+    if caps:
+        return ";".join(caps), "NVML compute capability of " + ", ".join(g["name"] for g in info["gpus"])
+    return "native", f"left to nvcc ({info.get('reason')})"
+
+
+def _arch_numbers(archs: str) -> list[int]:
+    return [int(m) for m in re.findall(r"(\d+)", archs)]
+
+
+def check_toolkit(archs: str, nvcc_ver: str | None) -> None:
+    """Blackwell consumer cards (sm_120) need CUDA 12.8+; refuse earlier toolkits before compiling."""
+    if nvcc_ver is None:
+        return
+    major, minor = (int(x) for x in nvcc_ver.split(".")[:2])
+    if any(a >= 120 for a in _arch_numbers(archs)) and (major, minor) < (12, 8):
+        raise ConfigError(f"builds.*.cuda_architectures {archs!r} asks for Blackwell (sm_120), which nvcc "
+                          f"{nvcc_ver} cannot compile: CUDA 12.8 or newer is needed (envs/build.yaml provides "
+                          "it for --sdm conda), or build for an older architecture")
+
+
 def cmake_args(build: dict, ident: dict) -> list[str]:
     """CMake cache entries for this build (order is stable: it is part of the build key)."""
     args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
@@ -189,7 +218,7 @@ def cmake_args(build: dict, ident: dict) -> list[str]:
             f"-DGGML_NATIVE={'ON' if build.get('native', True) else 'OFF'}"]
     if build.get("cuda", False):
         args += ["-DGGML_CUDA=ON",
-                 f"-DCMAKE_CUDA_ARCHITECTURES={build.get('cuda_architectures', 'native')}",
+                 f"-DCMAKE_CUDA_ARCHITECTURES={build['resolved_cuda_architectures']}",
                  f"-DGGML_CUDA_FA_ALL_QUANTS={'ON' if build.get('fa_all_quants', True) else 'OFF'}"]
     # Provenance the binary itself reports (llama-bench's build_commit): only a real commit.
     if ident.get("commit"):
@@ -239,6 +268,11 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
     cache = cache or cache_dir()
     src, ident = fetch_source(build["source"], cache, log)
     tc = toolchain(bool(build.get("cuda", False)))
+    arch_note = None
+    if build.get("cuda"):
+        archs, arch_note = resolve_cuda_architectures(build.get("cuda_architectures", "native"))
+        check_toolkit(archs, tc["nvcc_version"])
+        build = {**build, "resolved_cuda_architectures": archs}
     args = cmake_args(build, ident)
     key = build_key(ident, args, tc)
     done = cache / "builds" / key
@@ -266,5 +300,6 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident,
             "commit": ident.get("commit") or version.get("binary_commit") or "unknown",
             "cmake_args": args, "toolchain": tc, **version,
-            "cuda_architectures": build.get("cuda_architectures") if build.get("cuda") else None,
+            "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,
+            "cuda_architectures_from": arch_note,
             "tools": list(TOOLS)}

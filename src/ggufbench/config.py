@@ -29,6 +29,10 @@ def check_config(config: dict) -> None:
         if corpus not in config["corpora"]:
             problems.append(f"{section}.corpus: {corpus!r} is not a key of corpora "
                             f"({', '.join(config['corpora'])})")
+    ctxs = config["perplexity"]["ctx"]
+    for key in (config["perplexity"].get("chunks_by_ctx") or {}):
+        if int(key) not in ctxs:
+            problems.append(f"perplexity.chunks_by_ctx: {key} is not one of perplexity.ctx ({ctxs})")
     if problems:
         raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
 

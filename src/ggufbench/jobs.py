@@ -118,6 +118,7 @@ def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: 
     try:
         r = run_tool(cmd, log)
         result = parse_perplexity(r.output)
+        written = partial.stat().st_size if partial.exists() else None
         kld_mod.check_logits_file(partial, fc)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -127,7 +128,8 @@ def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: 
     record = {"stage": "kld_base", "provenance": provenance(build_json, manifest, corpus_json, r.output),
               "params": {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": threads,
                          **run},
-              "result": {**result.to_dict(), "logits_bytes": fc.bytes, "forecast": fc.to_dict()},
+              "result": {**result.to_dict(), "logits_bytes_forecast": fc.bytes, "logits_bytes_written": written,
+                         "forecast": fc.to_dict()},
               "tool": {"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds}}
     write_json(out, record)
     return record
@@ -145,7 +147,7 @@ def kld_job(tool, build_json, manifest, base_record, logits, ctx: int, kv: str, 
     prov = provenance(build_json, manifest, None, r.output)
     bp = base["provenance"]
     prov.update(corpus=bp.get("corpus"), corpus_sha256=bp.get("corpus_sha256"), corpus_source=bp.get("corpus_source"),
-                baseline_quant=bp["quant"], baseline_sha256=bp["file_sha256"])
+                baseline_quant=bp["quant"], baseline_sha256=bp["file_sha256"], baseline_kv=base["params"]["kv"])
     record = {"stage": "kld", "provenance": prov,
               "params": {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": base["params"]["chunks"],
                          "threads": threads, **run},

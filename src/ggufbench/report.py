@@ -61,7 +61,10 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
         p = g[(g["kv"] == kv0) & (g["ctx"] == ctx0)].set_index("quant")
         baseline = config["models"].get(model, {}).get("baseline")
         base_ppl = p["ppl"].get(baseline) if baseline in p.index else float("nan")
-        k = kld[(kld["build"] == build) & (kld["model"] == model)].set_index("quant") if not kld.empty else None
+        k = None
+        if not kld.empty:
+            k = kld[(kld["build"] == build) & (kld["model"] == model) & (kld["kv"] == kld["baseline_kv"])]
+            k = k.set_index("quant")
         rows = []
         for quant, r in p.sort_values("file_size_bytes", ascending=False).iterrows():
             kr = k.loc[quant] if k is not None and quant in k.index else None
@@ -90,18 +93,36 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
     return "\n".join(parts)
 
 
+def _kv_cell(r) -> str:
+    text = _pm(r["ppl"], r["ppl_uncertainty"])
+    if r["kv"] != "f16" and pd.notna(r.get("dppl_vs_f16_kv")):
+        text += f" (Δ {r['dppl_vs_f16_kv']:+.4f})"
+    return text
+
+
 def kv_matrix(ppl: pd.DataFrame) -> str:
     if ppl.empty:
         return _empty("perplexity results")
     parts = []
     for (build, model), g in ppl.groupby(["build", "model"]):
-        g = g.assign(cell=[_pm(v, u) for v, u in zip(g["ppl"], g["ppl_uncertainty"], strict=True)])
+        g = g.assign(cell=[_kv_cell(r) for _, r in g.iterrows()])
         m = g.pivot_table(index="quant", columns=["ctx", "kv"], values="cell", aggfunc="first")
         order = g.sort_values("file_size_bytes", ascending=False)["quant"].drop_duplicates()
         m = m.reindex(order)
         m.columns = [f"ctx {c} · KV {kv}" for c, kv in m.columns]
         parts.append(f"<h3>{html.escape(model)} — build <code>{html.escape(build)}</code></h3>")
         parts.append(_table(m.reset_index(), f"kv-{build}-{model}", set(m.columns)))
+        ctxs = sorted(g["ctx"].unique())
+        if len(ctxs) > 1 and "kv_cost_long_minus_short" in g:
+            long = g[(g["ctx"] == ctxs[-1]) & (g["kv"] != "f16")]
+            if not long.empty:
+                t = long[["quant", "kv", "dppl_vs_f16_kv", "kv_cost_long_minus_short"]].rename(columns={
+                    "dppl_vs_f16_kv": f"ΔPPL vs f16 KV at ctx {ctxs[-1]}",
+                    "kv_cost_long_minus_short": f"ΔPPL at ctx {ctxs[-1]} minus ΔPPL at ctx {ctxs[0]}"})
+                parts.append(_table(t.round(4), f"kv-long-{build}-{model}", set(t.columns[2:])))
+        parts.append('<p class="note">Cells measured by a KLD or baseline run are marked in the table '
+                     "results/tables/perplexity.parquet (column measured_by). Δ: PPL minus the same quant's PPL "
+                     "with f16 KV at the same context.</p>")
     return "\n".join(parts)
 
 
@@ -118,6 +139,32 @@ def speed_table(bench: pd.DataFrame) -> str:
         "backend": df["backend"],
     })
     return _table(out, "speed", {"t/s (median)", "t/s range", "VRAM peak (MiB)", "threads"})
+
+
+def builds_comparison(tables: dict[str, pd.DataFrame]) -> str:
+    from .compare import compare_builds
+
+    builds = list(tables["builds"]["build"]) if not tables["builds"].empty else []
+    if len(builds) < 2:
+        return '<p class="note">One llama.cpp build in this run: nothing to compare.</p>'
+    parts = []
+    base = builds[0]
+    for other in builds[1:]:
+        for name, df in compare_builds(tables, base, other).items():
+            if df.empty:
+                continue
+            n_flag = int(df["beyond noise"].sum())
+            parts.append(f"<h3>{html.escape(name)}: <code>{html.escape(other)}</code> vs <code>"
+                         f"{html.escape(base)}</code> — {n_flag} of {len(df)} cells differ beyond the noise</h3>")
+            shown = df.copy()
+            for c in shown.columns:
+                if shown[c].dtype.kind == "f":
+                    shown[c] = shown[c].map(lambda v: f"{v:.6g}")
+            parts.append(_table(shown, f"compare-{name}-{other}", set(shown.columns[len(df.columns) - 5:])))
+    parts.append('<p class="note">PPL/KLD noise: both sides\' ± in quadrature (conservative); flagged beyond 2×. '
+                 "Speed noise: the wider relative min–max range of the repetitions; flagged when the speedup "
+                 "differs from 1 by more.</p>")
+    return "\n".join(parts)
 
 
 def provenance_block(tables: dict[str, pd.DataFrame]) -> str:
@@ -151,6 +198,7 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
         ("Scoreboard: quality per quant", scoreboard(tables["perplexity"], tables["kld"], config)),
         ("KV-cache matrix: PPL by KV type and context", kv_matrix(tables["perplexity"])),
         ("Speed and VRAM (llama-bench)", speed_table(tables["bench"])),
+        ("llama.cpp builds compared", builds_comparison(tables)),
         ("Figures", "\n".join(_img(f, Path(f).stem) for f in figures)),
         ("Provenance", provenance_block(tables)),
     ]

@@ -28,17 +28,45 @@ def _flat(record: dict, result: dict) -> dict:
     return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items()}
 
 
-def perplexity_rows(records: list[dict], base_records: list[dict]) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        row = _flat(r, {k: v for k, v in r["result"].items() if k != "chunk_ppl"})
-        row["measured_by"] = "perplexity"
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    return _order(df)
+PPL_KEEP = ("n_chunks", "n_ctx", "n_batch", "n_seq", "seconds_per_pass")
 
 
-def kld_rows(records: list[dict], base_records: list[dict]) -> pd.DataFrame:
+def ppl_row(record: dict) -> dict:
+    """A PPL cell from a perplexity record, or from the KLD / baseline record that measured the same thing
+    (measured_by says which; KLD mode's Mean PPL(Q) is the same statistic as PPL mode's Final estimate)."""
+    res = record["result"]
+    if record["stage"] == "kld":
+        result = {"ppl": res["ppl_q"], "ppl_uncertainty": res["ppl_q_uncertainty"]}
+    else:  # perplexity or kld_base: parse_perplexity's fields
+        result = {"ppl": res["ppl"], "ppl_uncertainty": res["ppl_uncertainty"]}
+    result.update({k: res.get(k) for k in PPL_KEEP})
+    prov = {k: v for k, v in record["provenance"].items() if k not in ("baseline_quant", "baseline_sha256")}
+    row = _flat({**record, "provenance": prov}, result)
+    row["measured_by"] = record["stage"]
+    return row
+
+
+def add_kv_deltas(df: pd.DataFrame) -> pd.DataFrame:
+    """dppl_vs_f16_kv: PPL minus the same quant's PPL with f16 KV at the same ctx (NaN without an f16 cell);
+    kv_cost_long_minus_short: that difference at this ctx minus at the shortest ctx (0 at the shortest)."""
+    if df.empty:
+        return df
+    keys = ["build", "model", "quant", "ctx"]
+    ref = df[df["kv"] == "f16"].set_index(keys)["ppl"]
+    idx = pd.MultiIndex.from_frame(df[keys])
+    df = df.assign(dppl_vs_f16_kv=df["ppl"].to_numpy() - ref.reindex(idx).to_numpy())
+    short = df.groupby(["build", "model"])["ctx"].transform("min")
+    at_short = df[df["ctx"] == short].set_index(["build", "model", "quant", "kv"])["dppl_vs_f16_kv"]
+    idx2 = pd.MultiIndex.from_frame(df[["build", "model", "quant", "kv"]])
+    return df.assign(kv_cost_long_minus_short=df["dppl_vs_f16_kv"].to_numpy() - at_short.reindex(idx2).to_numpy())
+
+
+def perplexity_rows(records: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame([ppl_row(r) for r in records])
+    return _order(add_kv_deltas(df))
+
+
+def kld_rows(records: list[dict]) -> pd.DataFrame:
     return _order(pd.DataFrame([_flat(r, r["result"]) for r in records]))
 
 
@@ -78,10 +106,9 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def write_tables(perplexity, kld, kld_base, bench, builds, out: dict) -> None:
+def write_tables(perplexity, kld, bench, builds, out: dict) -> None:
     load = lambda paths: [read_json(p) for p in paths]  # noqa: E731
-    base = load(kld_base)
-    tables = {"perplexity": perplexity_rows(load(perplexity), base), "kld": kld_rows(load(kld), base),
+    tables = {"perplexity": perplexity_rows(load(perplexity)), "kld": kld_rows(load(kld)),
               "bench": bench_rows(load(bench)), "builds": builds_rows(load(builds))}
     for name, df in tables.items():
         path = Path(out[name])

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the demo on the lent GPU machine (no network, Python 3.12, CUDA 13 nvcc) in two calls, because the
-# model (98 MB) is over one call's 64 MiB: `build` (carries wheels, llama.cpp, model part 1) then `demo`
-# (carries model part 2 and the corpus). Prepare .carry/ with tools/device/prepare.sh on the CPU machine.
+# Runs the demo on the lent GPU machine (no network, Python 3.12, CUDA 13 nvcc) in calls made right after each
+# other, because the model (98 MB) is over one call's 64 MiB: `build NAME` (the first carries wheels,
+# llama.cpp and model part 1), then `demo` (carries model part 2 and the corpus). Prepare .carry/ with
+# tools/device/prepare.sh on the CPU machine.
 set -euo pipefail
-stage=${1:?usage: run.sh build|demo}
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl
+stage=${1:?usage: run.sh build NAME | demo}
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v "^WARNING: Target" || true
 export PYTHONPATH=/tmp/site GGUFBENCH_CACHE=/tmp/ggufbench-cache PYTHONUNBUFFERED=1
 sm=(python3 -m snakemake --configfile tools/device/demo-cuda.yaml --cores 16 --scheduler greedy)
 out=${OUT:-/tmp/out}
@@ -13,13 +14,14 @@ case $stage in
   build)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
     nvcc --version | tail -2 | tee -a "$out/gpu.txt"
-    /usr/bin/time -v "${sm[@]}" results/builds/cuda/build.json 2>&1 | tail -40
-    cp results/builds/cuda/build.json logs/build/cuda.log "$out/" ;;
+    name=${2:?build name}
+    /usr/bin/time -v "${sm[@]}" "results/builds/$name/build.json" 2>&1 | grep -E "Elapsed|Exit|Error|rror:" || true
+    cp "results/builds/$name/build.json" "$out/" && cp "logs/build/$name.log" "$out/" ;;
   demo)
     cat .carry/smol.part1 .carry/smol.part2 > .carry/SmolLM2-135M-Instruct.Q4_1.gguf
     start=$(date +%s)
     "${sm[@]}" reports/summary.html 2>&1 | tail -30
     echo "demo wall seconds (build reused): $(( $(date +%s) - start ))" | tee "$out/wall.txt"
-    tar -czf "$out/demo-cuda.tar.gz" results/tables results/builds/cuda/build.json reports logs benchmarks \
+    tar -czf "$out/demo-cuda.tar.gz" results/tables results/builds/*/build.json reports logs benchmarks \
       results/perplexity results/kld results/kld-base results/bench ;;
 esac

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Benchmark of the quality plan: llama-perplexity invocations and estimated GPU-seconds of the workflow's
+plan (PPL cells read from KLD/baseline runs when they measure the same thing) against the naive sequence
+(one PPL run per cell, a baseline pass, one KLD run per quant and KV type).
+
+Seconds are estimated per invocation as  load + tokens x rate(ctx) x (kld_factor for KLD-mode runs),
+with rate(ctx) = r0 + r1 * ctx, all fitted on measured job records (tool wall time of real runs) under
+--calibrate (a results/ folder of a run with at least two context lengths, e.g. the demo's).
+
+  python tools/ppl_plan_cost.py --config config/config.yaml --corpus-tokens 297000 --calibrate results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from ggufbench import plan  # noqa: E402
+
+
+def n_tokens(run: plan.Run, corpus_tokens: int) -> int:
+    n_max = corpus_tokens // run.ctx
+    return (min(run.chunks, n_max) if run.chunks else n_max) * run.ctx
+
+
+def load_records(results: Path) -> list[dict]:
+    out = []
+    for stage in ("perplexity", "kld", "kld-base"):
+        for p in sorted((results / stage).rglob("*.json")):
+            r = json.loads(p.read_text())
+            res = r["result"]
+            out.append({"kind": r["stage"], "ctx": r["params"]["ctx"], "tokens": res["n_chunks"] * res["n_ctx"],
+                        "wall": r["tool"]["wall_seconds"]})
+    if not out:
+        raise SystemExit(f"no job records under {results}/(perplexity|kld|kld-base)")
+    return out
+
+
+def nnls(xs: list[tuple], ys: list[float]) -> list[float]:
+    """Least squares with every coefficient >= 0 (a cost cannot be negative): the best of the fits on each
+    subset of the columns whose coefficients all come out non-negative."""
+    import itertools
+
+    import numpy as np
+
+    x, y = np.array(xs, dtype=float), np.array(ys, dtype=float)
+    best, best_err = [0.0] * x.shape[1], float(np.sum(y**2))
+    for k in range(1, x.shape[1] + 1):
+        for cols in itertools.combinations(range(x.shape[1]), k):
+            coef, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+            if (coef < 0).any():
+                continue
+            err = float(np.sum((x[:, cols] @ coef - y) ** 2))
+            if err < best_err:
+                best, best_err = [0.0] * x.shape[1], err
+                for c, v in zip(cols, coef, strict=True):
+                    best[c] = float(v)
+    return best
+
+
+def fit(records: list[dict]) -> dict:
+    """wall = load + tokens * (r0 + r1 * ctx), non-negative least squares on PPL-mode runs (r1: attention's
+    growth with context); the KLD-mode factor from KLD runs."""
+    ppl = [r for r in records if r["kind"] != "kld"]
+    load, r0, r1 = nnls([(1.0, r["tokens"], r["tokens"] * r["ctx"]) for r in ppl], [r["wall"] for r in ppl])
+    if len({r["ctx"] for r in ppl}) < 2:
+        r0, r1 = r0 + r1 * ppl[0]["ctx"], 0.0  # one context: no ctx term
+    rate = lambda ctx: max(r0 + r1 * ctx, 1e-12)  # noqa: E731
+    klds = [r for r in records if r["kind"] == "kld"]
+    factor = statistics.median(max(r["wall"] - load, 0) / (r["tokens"] * rate(r["ctx"])) for r in klds) if klds else 1
+    return {"load_s": load, "r0": r0, "r1": r1, "kld_factor": factor, "n_records": len(records)}
+
+
+def seconds(run: plan.Run, corpus_tokens: int, model: dict) -> float:
+    rate = max(model["r0"] + model["r1"] * run.ctx, 1e-12)
+    s = n_tokens(run, corpus_tokens) * rate * (model["kld_factor"] if run.kind == "kld" else 1.0)
+    return model["load_s"] + s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--corpus-tokens", type=int, required=True, help="tokens of the corpus for the model")
+    ap.add_argument("--calibrate", required=True, help="results/ folder with measured perplexity/kld records")
+    a = ap.parse_args()
+    config = yaml.safe_load(Path(a.config).read_text())
+    model = fit(load_records(Path(a.calibrate)))
+    ours, naive = plan.planned_runs(config), plan.naive_runs(config)
+    print(f"cost model from {model['n_records']} measured runs: load {model['load_s']:.2f} s, "
+          f"rate {model['r0']:.3e} + {model['r1']:.3e}*ctx s/token, KLD factor {model['kld_factor']:.2f}")
+    for name, runs in (("naive", naive), ("plan", ours)):
+        by_kind: dict[str, list[float]] = {}
+        for r in runs:
+            by_kind.setdefault(r.kind, []).append(seconds(r, a.corpus_tokens, model))
+        parts = ", ".join(f"{k} {len(v)} runs {sum(v):.0f} s" for k, v in by_kind.items())
+        print(f"{name:>5}: {len(runs)} llama-perplexity runs, {sum(map(sum, by_kind.values())):.0f} s  ({parts})")
+    s_naive = sum(seconds(r, a.corpus_tokens, model) for r in naive)
+    s_ours = sum(seconds(r, a.corpus_tokens, model) for r in ours)
+    print(f"plan / naive: runs {len(ours)}/{len(naive)} = {len(ours) / len(naive):.3f}; "
+          f"GPU-seconds {s_ours:.0f}/{s_naive:.0f} = {s_ours / s_naive:.3f} ({1 - s_ours / s_naive:.1%} fewer)")
+
+
+if __name__ == "__main__":
+    main()
