@@ -1,22 +1,45 @@
-# Speed: llama-bench (-o jsonl) per build x model x quant, with the peak GPU memory sampled through NVML.
+# Speed: llama-bench (-o jsonl) per build x model x quant x offload strategy, a call per setting with its peak
+# GPU memory sampled through NVML. A bench job owns the cores it sweeps (threads: all of the machine's).
 
 
 rule llama_bench:
     input:
         unpack(bench_inputs),
     output:
-        record="results/bench/{build}/{model}/{quant}.json",
+        record="results/bench/{build}/{model}/{quant}/{strategy}.json",
     params:
         bench=BENCH,
+        spec=bench_strategy_spec,
         run=RUN,
-    threads: 8
+    threads: workflow.cores
     resources:
         gpu=get_gpu,
     log:
-        "logs/bench/{build}/{model}/{quant}.log",
+        "logs/bench/{build}/{model}/{quant}/{strategy}.log",
     benchmark:
-        "benchmarks/bench/{build}/{model}/{quant}.tsv"
+        "benchmarks/bench/{build}/{model}/{quant}/{strategy}.tsv"
     conda:
         "../envs/python.yaml"
     script:
         "../scripts/llama_bench.py"
+
+
+rule tune_offload:
+    input:
+        unpack(bench_inputs),
+    output:
+        record="results/tune/{build}/{model}/{quant}/vram-{budget}GiB.json",
+    params:
+        tuner=TUNER,
+        run=RUN,
+    threads: workflow.cores
+    resources:
+        gpu=get_gpu,
+    log:
+        "logs/tune/{build}/{model}/{quant}/vram-{budget}GiB.log",
+    benchmark:
+        "benchmarks/tune/{build}/{model}/{quant}/vram-{budget}GiB.tsv"
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../scripts/tune_offload.py"

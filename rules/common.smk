@@ -31,6 +31,7 @@ MODELS = list(config["models"])
 PPL = config["perplexity"]
 KLD = config["kld"]
 BENCH = canonical(config["bench"])
+TUNER = canonical(config.get("tuner") or {})
 RUN = canonical(config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"}))
 TOOLS = ["llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize"]
 
@@ -42,6 +43,8 @@ wildcard_constraints:
     corpus="[A-Za-z0-9._+-]+",
     kv="[a-z0-9_]+(-[a-z0-9_]+)?",
     ctx="[0-9]+",
+    strategy="[A-Za-z0-9._+-]+",
+    budget="[0-9]+(\\.[0-9]+)?",
 
 
 # --- builds -----------------------------------------------------------------------------------------
@@ -125,8 +128,19 @@ def get_kld_base_results():
     return [run.path for run in plan.kld_runs(config) if run.kind == "kld_base"]
 
 
+def get_bench_strategies():
+    """Offload strategies of the bench plan; without any, one that runs llama-bench as configured."""
+    return BENCH.get("strategies") or {"default": {}}
+
+
 def get_bench_results():
-    return [f"results/bench/{b}/{m}/{q}.json" for b in BUILDS for m in MODELS for q in get_quants(m)]
+    return [
+        f"results/bench/{b}/{m}/{q}/{s}.json"
+        for b in BUILDS
+        for m in MODELS
+        for q in get_quants(m)
+        for s in get_bench_strategies()
+    ]
 
 
 # --- input functions (take wildcards) ---------------------------------------------------------------
@@ -188,6 +202,21 @@ def kld_inputs(wildcards):
     base = f"results/kld-base/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}_kv-{plan.kld_base_kv(config)}"
     inputs.update(logits=f"{base}.logits", base_record=f"{base}.json")
     return inputs
+
+
+def get_tune_results():
+    """One tuner job per build x model x quant x VRAM budget (only when `tuner:` is configured)."""
+    return [
+        f"results/tune/{b}/{m}/{q}/vram-{budget:g}GiB.json"
+        for b in BUILDS
+        for m in MODELS
+        for q in get_quants(m)
+        for budget in TUNER.get("vram_budgets_gib", [])
+    ]
+
+
+def bench_strategy_spec(wildcards):
+    return get_bench_strategies()[wildcards.strategy]
 
 
 def bench_inputs(wildcards):

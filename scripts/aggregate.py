@@ -7,5 +7,5 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.tables import write_tables
 
 i, o = snakemake.input, snakemake.output
-write_tables(perplexity=i.perplexity, kld=i.kld, bench=i.bench, builds=i.builds,
-             out={"perplexity": o.perplexity, "kld": o.kld, "bench": o.bench, "builds": o.builds})
+write_tables(perplexity=i.perplexity, kld=i.kld, bench=i.bench, tune=i.tune, builds=i.builds,
+             out={"perplexity": o.perplexity, "kld": o.kld, "bench": o.bench, "tune": o.tune, "builds": o.builds})

@@ -7,4 +7,5 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.jobs import bench_job
 
 i, p = snakemake.input, snakemake.params
-bench_job(i.tool, i.build, i.manifest, p.bench, snakemake.threads, p.run, snakemake.output.record, snakemake.log[0])
+bench_job(i.tool, i.build, i.manifest, p.bench, snakemake.wildcards.strategy, p.spec, snakemake.threads, p.run,
+          snakemake.output.record, snakemake.log[0])

@@ -30,7 +30,9 @@ def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
     assert counts["download_gguf"] == 5
     assert counts["perplexity"] == 15
     assert counts["kld"] == 14 and counts["kld_base"] == 1
-    assert counts["llama_bench"] == 5
+    # llama-bench: 5 quants x 5 offload strategies; the tuner: 5 quants x 2 VRAM budgets
+    assert counts["llama_bench"] == 25
+    assert counts["tune_offload"] == 10
     assert "quantize_gguf" not in counts
     assert "results/models/qwen3.5-35b-a3b/hub/bartowski-Q4_K_L/manifest.json" in out
 
@@ -38,7 +40,7 @@ def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
 def test_gpu_jobs_ask_for_a_gpu(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "8", configfile=REPO / "config/config.yaml").stdout
     blocks = out.split("\n\n")
-    gpu_rules = {"perplexity", "kld", "kld_base", "llama_bench"}
+    gpu_rules = {"perplexity", "kld", "kld_base", "llama_bench", "tune_offload"}
     for block in blocks:
         for rule in gpu_rules:
             if block.lstrip().startswith(f"rule {rule}:") or f"\nrule {rule}:" in block:

@@ -51,3 +51,62 @@ def test_label(row: dict) -> str:
     label = "+".join(x for x in (f"pp{p}" if p else "", f"tg{g}" if g else "") if x)
     depth = int(row.get("n_depth", 0) or 0)
     return f"{label} @ d{depth}" if depth else label
+
+
+# Plans -------------------------------------------------------------------------------------------------
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
+def strategy_settings(name: str, spec: dict) -> list[dict]:
+    """One offload setting per llama-bench invocation: a `n_cpu_moe` list expands to one setting per N
+    (each gets its own VRAM measurement). Keys: n_gpu_layers, override_tensor, n_cpu_moe, fit_target."""
+    base = {"strategy": name}
+    for key in ("n_gpu_layers", "override_tensor", "fit_target"):
+        if spec.get(key) is not None:
+            base[key] = spec[key]
+    if spec.get("n_cpu_moe") is None:
+        return [base]
+    return [{**base, "n_cpu_moe": int(n)} for n in _as_list(spec["n_cpu_moe"])]
+
+
+def setting_args(setting: dict, gpu_build: bool, default_ngl: int) -> list[str]:
+    args: list[str] = []
+    ngl = setting.get("n_gpu_layers", default_ngl if gpu_build else None)
+    if ngl is not None:
+        args += ["-ngl", str(ngl)]
+    if "override_tensor" in setting:
+        args += ["-ot", str(setting["override_tensor"])]
+    if "n_cpu_moe" in setting:
+        args += ["-ncmoe", str(setting["n_cpu_moe"])]
+    if "fit_target" in setting:
+        args += ["-fitt", str(setting["fit_target"])]
+    return args
+
+
+def invocations(plan: dict, strategy: str, spec: dict) -> list[dict]:
+    """Every llama-bench call of one strategy: its settings x KV types x -b x -ub. Threads, prompt, gen and
+    depth are swept inside each call (they do not change the memory a setting takes)."""
+    out = []
+    for setting in strategy_settings(strategy, spec):
+        for kv in _as_list(plan.get("kv") or ["f16"]):
+            for b in _as_list(plan.get("batch") or [None]):
+                for ub in _as_list(plan.get("ubatch") or [None]):
+                    out.append({**setting, "kv": kv, "batch": b, "ubatch": ub})
+    return out
+
+
+def summarize(row: dict, discard_first: bool, noise_pct: float) -> dict:
+    """Median and min-max over the repetitions, the first (cold) one left out when asked and there are at
+    least three; `noisy` when the kept range exceeds noise_pct of the median."""
+    samples = list(row.get("samples_ts") or [])
+    kept = samples[1:] if discard_first and len(samples) >= 3 else samples
+    if not kept:
+        return row
+    med = statistics.median(kept)
+    lo, hi = min(kept), max(kept)
+    spread = 100.0 * (hi - lo) / med if med > 0 else math.inf
+    return {**row, "median_ts": med, "min_ts": lo, "max_ts": hi, "n_samples_kept": len(kept),
+            "first_sample_discarded": len(kept) < len(samples), "spread_pct": spread,
+            "noisy": spread > noise_pct}

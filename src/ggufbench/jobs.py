@@ -156,25 +156,80 @@ def kld_job(tool, build_json, manifest, base_record, logits, ctx: int, kv: str, 
     return record
 
 
-def bench_job(tool, build_json, manifest, plan: dict, threads: int, run: dict, out, log) -> dict:
+def bench_job(tool, build_json, manifest, plan: dict, strategy: str, spec: dict, threads: int, run: dict, out,
+              log) -> dict:
+    """One offload strategy of one quant: a llama-bench call per setting (N of --n-cpu-moe, KV type, -b, -ub),
+    each with its own NVML VRAM peak; threads, prompt/gen sizes and depth swept inside each call."""
+    from .config import kv_pair
+
     build = read_json(build_json)
+    gpu_build = build.get("backend") == "CUDA"
     thread_list = plan.get("threads") or [threads]
-    cmd = [tool, "-m", model_path(manifest), "-o", "jsonl",
-           "-p", ",".join(str(p) for p in plan.get("prompt", [512])),
-           "-n", ",".join(str(n) for n in plan.get("gen", [128])),
-           "-r", plan.get("repetitions", 5), "-t", ",".join(str(t) for t in thread_list),
-           "-fa", run.get("flash_attn", "on")]
-    if build.get("backend") == "CUDA":
-        cmd += ["-ngl", run.get("n_gpu_layers", 99)]
-    cmd += [str(a) for a in plan.get("extra_args", [])]
-    with VramSampler() as vram:
-        r = run_tool(cmd, log, separate_stdout=True)
-    rows = bench_mod.parse_bench_jsonl(r.stdout)
-    prov = provenance(build_json, manifest, None, r.output)
+    rows, calls, outputs = [], [], []
+    for inv in bench_mod.invocations(plan, strategy, spec):
+        k, v = kv_pair(inv["kv"])
+        cmd = [tool, "-m", model_path(manifest), "-o", "jsonl",
+               "-p", ",".join(str(p) for p in plan.get("prompt", [512])),
+               "-n", ",".join(str(n) for n in plan.get("gen", [128])),
+               "-d", ",".join(str(d) for d in plan.get("depth") or [0]),
+               "-r", plan.get("repetitions", 5), "-t", ",".join(str(t) for t in thread_list),
+               "-fa", run.get("flash_attn", "on"), "-ctk", k, "-ctv", v]
+        if inv["batch"] is not None:
+            cmd += ["-b", inv["batch"]]
+        if inv["ubatch"] is not None:
+            cmd += ["-ub", inv["ubatch"]]
+        cmd += bench_mod.setting_args(inv, gpu_build, run.get("n_gpu_layers", 99))
+        cmd += [str(a) for a in plan.get("extra_args", [])]
+        with VramSampler() as vram:
+            r = run_tool(cmd, log, separate_stdout=True)
+        mem = vram.result.to_dict()
+        for row in bench_mod.parse_bench_jsonl(r.stdout):
+            row = bench_mod.summarize(row, plan.get("discard_first", True), plan.get("noise_threshold_pct", 5.0))
+            rows.append({**row, "strategy": strategy, "setting": {k2: inv[k2] for k2 in inv if k2 != "strategy"},
+                         "vram": mem})
+        calls.append({"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds, "vram": mem})
+        outputs.append(r.output)
+    prov = provenance(build_json, manifest, None, "\n".join(outputs))
     if not prov["gpu_name"]:
         prov["gpu_name"] = rows[0].get("gpu_info") or None
-    record = {"stage": "bench", "provenance": prov, "params": {**plan, "threads": thread_list, **run},
-              "result": {"rows": rows, "vram": vram.result.to_dict()},
-              "tool": {"cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds}}
+    record = {"stage": "bench", "provenance": prov,
+              "params": {**{k2: v2 for k2, v2 in plan.items() if k2 != "strategies"}, "strategy": strategy,
+                         "strategy_spec": spec, "threads": thread_list, **run},
+              "result": {"rows": rows, "calls": calls},
+              "tool": {"cmd": calls[0]["cmd"], "wall_seconds": sum(c["wall_seconds"] for c in calls)}}
+    write_json(out, record)
+    return record
+
+
+def tune_job(tool, build_json, manifest, budget_gib: float, plan: dict, threads: int, run: dict, out, log) -> dict:
+    """The --n-cpu-moe that generates fastest within a VRAM budget, searched on measured VRAM (tuner.py)."""
+    from .tuner import Probe, tune_n_cpu_moe
+
+    model = model_path(manifest)
+    meta = gguf_metadata(model)
+    info = gpu_info()
+    record = {"stage": "tune", "provenance": provenance(build_json, manifest),
+              "params": {"budget_gib": budget_gib, **plan, "threads": threads, **run}}
+    if not info["available"]:
+        record["result"] = {"status": "not measured", "reason": f"{info['reason']}: the tuner needs measured VRAM"}
+        write_json(out, record)
+        return record
+    if not meta.get("expert_count"):
+        record["result"] = {"status": "not measured", "reason": f"{meta['architecture']} has no experts to offload"}
+        write_json(out, record)
+        return record
+    gen = int(plan.get("gen", 64))
+
+    def measure(n: int) -> Probe:
+        cmd = [tool, "-m", model, "-o", "jsonl", "-p", "0", "-n", gen, "-r", plan.get("repetitions", 3),
+               "-t", threads, "-fa", run.get("flash_attn", "on"), "-ngl", run.get("n_gpu_layers", 99),
+               "-ncmoe", n]
+        with VramSampler() as vram:
+            r = run_tool(cmd, log, separate_stdout=True)
+        row = bench_mod.summarize(bench_mod.parse_bench_jsonl(r.stdout)[0], True, 5.0)
+        return Probe(n, row["median_ts"], vram.result.peak_delta_mib)
+
+    res = tune_n_cpu_moe(measure, int(meta["block_count"]), budget_gib * 1024)
+    record["result"] = {"status": "measured", **res.to_dict()}
     write_json(out, record)
     return record

@@ -127,6 +127,8 @@ def gguf_metadata(path: str | Path) -> dict:
     tokens = r.fields.get("tokenizer.ggml.tokens")
     arch = field("general.architecture")
     return {"architecture": arch, "name": field("general.name"),
+            "block_count": field(f"{arch}.block_count") if arch else None,
+            "expert_count": field(f"{arch}.expert_count") if arch else None,
             "n_vocab": len(tokens.data) if tokens is not None else None,
             "n_tensors": len(r.tensors), "file_type": field("general.file_type")}
 

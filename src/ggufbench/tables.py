@@ -71,16 +71,38 @@ def kld_rows(records: list[dict]) -> pd.DataFrame:
 
 
 def bench_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per llama-bench test; every llama-bench field by name, plus strategy, the offload setting, the
+    noise columns and the VRAM peak of the call that measured it."""
     rows = []
     for r in records:
-        vram = r["result"]["vram"]
         for b in r["result"]["rows"]:
+            b = dict(b)
+            vram, setting = b.pop("vram"), b.pop("setting", {})
             bench = {f"bench_{k}" if k in ("model_filename",) else k: v for k, v in b.items()}
             row = _flat({**r, "params": {}}, bench)
-            row.update(vram_available=vram["available"], vram_reason=vram.get("reason") or None,
+            row.update(setting_kv=setting.get("kv"), setting_batch=setting.get("batch"),
+                       setting_ubatch=setting.get("ubatch"), setting_n_cpu_moe=setting.get("n_cpu_moe"),
+                       setting_override_tensor=setting.get("override_tensor"),
+                       setting_fit_target=setting.get("fit_target"),
+                       vram_available=vram["available"], vram_reason=vram.get("reason") or None,
                        vram_peak_delta_mib=vram.get("peak_delta_mib"), vram_peak_used_mib=vram.get("peak_used_mib"),
                        vram_samples=vram.get("samples"))
             rows.append(row)
+    return _order(pd.DataFrame(rows))
+
+
+def tune_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per tuner job: the budget, the N it picked with its speed and VRAM, and its cost in runs."""
+    rows = []
+    for r in records:
+        res = r["result"]
+        best = res.get("best") or {}
+        row = _flat({**r, "params": {"budget_gib": r["params"]["budget_gib"]}}, {})
+        row.update(status=res["status"], reason=res.get("reason") or res.get("note"),
+                   best_n_cpu_moe=best.get("n_cpu_moe"), best_tg_ts=best.get("tg_ts"),
+                   best_vram_mib=best.get("vram_mib"), n_runs=len(res.get("probes", [])) or None,
+                   full_sweep_runs=res.get("full_sweep_runs"), probes=json.dumps(res.get("probes", [])))
+        rows.append(row)
     return _order(pd.DataFrame(rows))
 
 
@@ -106,10 +128,10 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def write_tables(perplexity, kld, bench, builds, out: dict) -> None:
+def write_tables(perplexity, kld, bench, builds, out: dict, tune=()) -> None:
     load = lambda paths: [read_json(p) for p in paths]  # noqa: E731
     tables = {"perplexity": perplexity_rows(load(perplexity)), "kld": kld_rows(load(kld)),
-              "bench": bench_rows(load(bench)), "builds": builds_rows(load(builds))}
+              "bench": bench_rows(load(bench)), "tune": tune_rows(load(tune)), "builds": builds_rows(load(builds))}
     for name, df in tables.items():
         path = Path(out[name])
         path.parent.mkdir(parents=True, exist_ok=True)
