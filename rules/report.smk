@@ -6,11 +6,13 @@ rule aggregate:
         perplexity=get_perplexity_results(),
         kld=get_kld_results(),
         bench=get_bench_results(),
+        tune=get_tune_results(),
         builds=expand("results/builds/{build}/build.json", build=BUILDS),
     output:
         perplexity="results/tables/perplexity.parquet",
         kld="results/tables/kld.parquet",
         bench="results/tables/bench.parquet",
+        tune="results/tables/tune.parquet",
         builds="results/tables/builds.parquet",
     log:
         "logs/report/aggregate.log",
@@ -26,11 +28,21 @@ rule figures:
         kld=rules.aggregate.output.kld,
         bench=rules.aggregate.output.bench,
     output:
+        # one question each (src/ggufbench/figures.py FIGURES); the keys are the figure names the script makes
         kld_vs_size=report("reports/figures/kld_vs_size.png", caption="../docs/report/kld_vs_size.rst",
-                           category="Quality"),
-        ppl_by_kv=report("reports/figures/ppl_by_kv.png", caption="../docs/report/ppl_by_kv.rst",
-                         category="Quality"),
-        speed=report("reports/figures/speed.png", caption="../docs/report/speed.rst", category="Speed"),
+                           category="Quality", labels={"figure": "KLD vs size"}),
+        ppl_vs_size=report("reports/figures/ppl_vs_size.png", caption="../docs/report/ppl_vs_size.rst",
+                           category="Quality", labels={"figure": "PPL vs size"}),
+        kv_heatmap=report("reports/figures/kv_heatmap.png", caption="../docs/report/kv_heatmap.rst",
+                          category="Quality", labels={"figure": "KV type x context"}),
+        kld_percentiles=report("reports/figures/kld_percentiles.png", caption="../docs/report/kld_percentiles.rst",
+                               category="Quality", labels={"figure": "KLD percentiles"}),
+        speed=report("reports/figures/speed.png", caption="../docs/report/speed.rst", category="Speed",
+                     labels={"figure": "t/s per quant"}),
+        speed_vs_vram=report("reports/figures/speed_vs_vram.png", caption="../docs/report/speed_vs_vram.rst",
+                             category="Speed", labels={"figure": "t/s vs VRAM"}),
+        threads=report("reports/figures/threads.png", caption="../docs/report/threads.rst", category="Speed",
+                       labels={"figure": "threads"}),
     log:
         "logs/report/figures.log",
     conda:

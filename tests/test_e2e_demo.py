@@ -101,7 +101,7 @@ def test_bench_table(demo):
 def test_report_is_self_contained(demo):
     workdir, _ = demo
     html = (workdir / "reports/summary.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 3
+    assert html.count('src="data:image/png;base64,') == 7
     assert not re.search(r'src="(?!data:)', html)  # nothing to fetch: opens offline
     for table in ('id="scoreboard-cpu-smollm2-135m"', 'id="kv-cpu-smollm2-135m"', 'id="speed"', 'id="builds"'):
         assert table in html

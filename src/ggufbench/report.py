@@ -1,8 +1,9 @@
-"""reports/summary.html: one self-contained page (tables inline, figures embedded as data: URIs).
+"""reports/summary.html: one self-contained page (tables inline, figures embedded as data: URIs, no script, no
+request to anywhere), made from the Parquet tables alone.
 
-This is the skeleton the full report grows from: a scoreboard in the style of llama.cpp's
-tools/perplexity README, the KV-cache matrix, the speed table, the figures and a provenance block. Parts
-with no data say so instead of breaking the page.
+Sections: recommendations per VRAM budget (report.target_gpu, report.vram_budgets_gib), the scoreboard in the
+style of llama.cpp's tools/perplexity README, the KV-cache matrix, speed and VRAM, the builds compared, the
+figures and the provenance. A part with no data says so, and why, instead of breaking the page.
 """
 
 from __future__ import annotations
@@ -10,108 +11,215 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from .figures import FIGURES, scoreboard_kld, with_strategy
+
 GIB = 1024**3
+MIB = 1024**2
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
-h1{font-size:1.6rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} th,td{padding:.25rem .6rem;border:1px solid #ddd}
-th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.note{color:#666;font-size:.85rem} .empty{color:#a33} img{max-width:100%;border:1px solid #eee}
-code{background:#f4f4f4;padding:0 .2rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1200px;color:#222;
+padding:0 1rem;line-height:1.4}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:2px solid #ddd}
+h3{font-size:1rem;margin:1.2rem 0 .3rem}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:.82rem;margin:.4rem 0}
+th,td{padding:.22rem .55rem;border:1px solid #ddd;vertical-align:top}
+th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.pick td{background:#eef7ee} tbody tr:hover td{background:#fafae8}
+.note{color:#555;font-size:.85rem;max-width:60rem} .empty{color:#a33;font-weight:500}
+nav{font-size:.85rem;background:#f8f8f8;padding:.4rem .8rem;border:1px solid #eee}
+nav a{margin-right:1rem;color:#245}
+figure{margin:1rem 0 2rem} figcaption{font-size:.85rem;color:#444;margin-top:.2rem}
+img{max-width:100%;border:1px solid #eee}
+code{background:#f4f4f4;padding:0 .2rem;font-size:.85em} .sha{font-family:ui-monospace,monospace;font-size:.75rem}
+dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;font-size:.85rem}
+dl.prov dt{font-weight:600} dl.prov dd{margin:0}
 """
+
+# Bytes per element of llama.cpp's KV-cache types (ggml block size / elements per block).
+KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                 "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
+# Model architecture columns that, where the tables carry them, allow a KV-cache estimate (GGUF metadata).
+ARCH_COLUMNS = ("n_layer", "n_head_kv", "n_embd_head_k", "n_embd_head_v")
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+def _isna(v) -> bool:
+    return v is None or (not isinstance(v, str) and pd.isna(v))
 
 
 def _pm(v, u, fmt="{:.4f}") -> str:
-    if pd.isna(v):
+    if _isna(v):
         return "—"
-    return f"{fmt.format(v)} ± {fmt.format(u)}" if not pd.isna(u) else fmt.format(v)
+    return f"{fmt.format(v)} ± {fmt.format(u)}" if not _isna(u) else fmt.format(v)
 
 
-def _table(df: pd.DataFrame, table_id: str, numeric: set[str] | None = None) -> str:
+def _table(df: pd.DataFrame, table_id: str, numeric: set[str] | None = None, row_class=None) -> str:
+    """An HTML table; numeric columns right-aligned; row_class(i) -> a CSS class for row i (or None)."""
     numeric = numeric or set()
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = []
-    for _, row in df.iterrows():
+    for i, row in enumerate(df.itertuples(index=False)):
         cells = []
-        for c in df.columns:
-            v = row[c]
-            text = "—" if (not isinstance(v, str) and pd.isna(v)) else str(v)
+        for c, v in zip(df.columns, row, strict=True):
+            text = "—" if _isna(v) else str(v)
             cls = ' class="num"' if c in numeric else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        cls = row_class(i) if row_class else None
+        tr = f'<tr class="{cls}">' if cls else "<tr>"
+        body.append(tr + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _empty(what: str) -> str:
-    return f'<p class="empty">No {html.escape(what)} in this run.</p>'
+def _empty(what: str, why: str = "") -> str:
+    return f'<p class="empty">No {html.escape(what)} in this run{": " + html.escape(why) if why else ""}.</p>'
 
+
+def _note(text: str) -> str:
+    return f'<p class="note">{text}</p>'
+
+
+def _fold(build: str, first: str, content: list[str]) -> str:
+    """The first build's tables open; every other build's folded (the builds are compared cell by cell in their
+    own section)."""
+    text = "\n".join(content)
+    if build == first:
+        return text
+    return (f"<details><summary>Build <code>{html.escape(build)}</code>: the same tables (its differences from "
+            f"<code>{html.escape(first)}</code> are under “llama.cpp builds compared”)</summary>\n{text}\n</details>")
+
+
+def _gib(nbytes) -> str:
+    return "—" if _isna(nbytes) else f"{nbytes / GIB:.3f}"
+
+
+def _first_build(tables: dict[str, pd.DataFrame], model: str | None = None) -> str | None:
+    builds = tables["builds"]
+    order = list(builds["build"]) if not builds.empty else []
+    seen = [t for t in (tables["perplexity"], tables["kld"], tables["bench"]) if not t.empty]
+    present = {b for t in seen for b in (t[t["model"] == model] if model else t)["build"]}
+    for b in order:
+        if b in present:
+            return b
+    return sorted(present)[0] if present else None
+
+
+def _models(tables: dict[str, pd.DataFrame]) -> list[str]:
+    frames = [t for t in (tables["perplexity"], tables["kld"], tables["bench"]) if not t.empty]
+    return list(dict.fromkeys(m for t in frames for m in t["model"]))
+
+
+def _baseline(config: dict, model: str) -> str | None:
+    return (config.get("models", {}).get(model) or {}).get("baseline")
+
+
+def _base_kv(config: dict, kld: pd.DataFrame) -> str:
+    if not kld.empty and "baseline_kv" in kld and kld["baseline_kv"].notna().any():
+        return str(kld["baseline_kv"].dropna().iloc[0])
+    return (config.get("kld") or {}).get("base_kv") or ((config.get("perplexity") or {}).get("kv") or ["f16"])[0]
+
+
+# ---------------------------------------------------------------------------------------------- scoreboard
 
 def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
+    """One table per build and model: quant, size, PPL ±, ΔPPL ±, KLD ±, KLD 99.9%, mean Δp ±, RMS Δp ±, same
+    top p ± — the baseline's KV type, the KLD runs' context, as in llama.cpp's tools/perplexity README."""
     if ppl.empty and kld.empty:
         return _empty("perplexity or KLD results")
+    if ppl.empty:
+        return _empty("perplexity results", "the scoreboard needs the PPL cells")
     parts = []
-    kv0 = (config.get("perplexity", {}).get("kv") or ["f16"])[0]
-    for (build, model), g in ppl.groupby(["build", "model"]):
-        ctx0 = sorted(g["ctx"].unique())[0]
+    kv0 = _base_kv(config, kld)
+    ks = scoreboard_kld(kld)
+    first = str(ppl["build"].iloc[0])
+    for (build, model), g in ppl.groupby(["build", "model"], sort=False):
+        kctx = ks[(ks["build"] == build) & (ks["model"] == model)]
+        ctx0 = int(kctx["ctx"].iloc[0]) if not kctx.empty else int(sorted(g["ctx"].unique())[0])
         p = g[(g["kv"] == kv0) & (g["ctx"] == ctx0)].set_index("quant")
-        baseline = config["models"].get(model, {}).get("baseline")
+        baseline = _baseline(config, model)
         base_ppl = p["ppl"].get(baseline) if baseline in p.index else float("nan")
-        k = None
-        if not kld.empty:
-            k = kld[(kld["build"] == build) & (kld["model"] == model) & (kld["kv"] == kld["baseline_kv"])]
-            k = k.set_index("quant")
+        k = kctx.set_index("quant")
         rows = []
         for quant, r in p.sort_values("file_size_bytes", ascending=False).iterrows():
-            kr = k.loc[quant] if k is not None and quant in k.index else None
+            kr = k.loc[quant] if quant in k.index else None
+            is_base = quant == baseline
+            if kr is not None:  # KLD mode's own ΔPPL: its ± accounts for both passes scoring the same tokens
+                dppl = _pm(kr["ppl_diff"], kr["ppl_diff_uncertainty"])
+            elif is_base:
+                dppl = "0 (baseline)"
+            else:
+                dppl = "—" if _isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
+
+            def stat(col, fmt, unit="", kr=kr, is_base=is_base):
+                if is_base and kr is None:
+                    return "(baseline)"
+                if kr is None:
+                    return "—"
+                unc = kr.get(f"{col}_uncertainty")
+                return _pm(kr[col], unc, fmt) + unit
+
             rows.append({
-                "quant": quant + (" (baseline)" if quant == baseline else ""),
-                "size GiB": f"{r['file_size_bytes'] / GIB:.3f}",
+                "quant": quant + (" (baseline)" if is_base else ""),
+                "size GiB": _gib(r["file_size_bytes"]),
                 "PPL": _pm(r["ppl"], r["ppl_uncertainty"]),
-                "ΔPPL": "—" if pd.isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}",
-                "KLD": "0 (itself)" if quant == baseline else
-                       (_pm(kr["kld_mean"], kr["kld_mean_uncertainty"], "{:.6f}") if kr is not None else "—"),
-                "mean Δp": _pm(kr["dp_mean_pct"], kr["dp_mean_pct_uncertainty"], "{:.3f}") + " %"
-                           if kr is not None else "—",
-                "RMS Δp": _pm(kr["rms_dp_pct"], kr["rms_dp_pct_uncertainty"], "{:.3f}") + " %"
-                          if kr is not None else "—",
-                "same top p": _pm(kr["same_top_p_pct"], kr["same_top_p_pct_uncertainty"], "{:.3f}") + " %"
-                              if kr is not None else "—",
+                "ΔPPL": dppl,
+                "KLD": stat("kld_mean", "{:.6f}"),
+                "KLD 99.9%": stat("kld_p99_9", "{:.4f}"),
+                "mean Δp": stat("dp_mean_pct", "{:.3f}", " %"),
+                "RMS Δp": stat("rms_dp_pct", "{:.3f}", " %"),
+                "same top p": stat("same_top_p_pct", "{:.3f}", " %"),
             })
-        parts.append(f"<h3>{html.escape(model)} — build <code>{html.escape(build)}</code>, ctx {ctx0}, "
-                     f"KV {html.escape(kv0)}</h3>")
-        parts.append(_table(pd.DataFrame(rows), f"scoreboard-{build}-{model}",
-                            {"size GiB", "PPL", "ΔPPL", "KLD", "mean Δp", "RMS Δp", "same top p"}))
-    if not kld.empty:
+        parts.append(_fold(build, first, [
+            f"<h3>{html.escape(model)} — build <code>{html.escape(build)}</code>, ctx {ctx0}, "
+            f"KV {html.escape(kv0)}</h3>",
+            _table(pd.DataFrame(rows), f"scoreboard-{build}-{model}",
+                   {"size GiB", "PPL", "ΔPPL", "KLD", "KLD 99.9%", "mean Δp", "RMS Δp", "same top p"})]))
+    if kld.empty:
+        parts.append(_empty("KLD results", "the KLD, Δp and same-top-p columns need kld: in the config"))
+    else:
         chunks = ", ".join(sorted({str(c) for c in kld["chunks"]}))
-        parts.append(f'<p class="note">KLD against the baseline quant\'s logits, --chunks {chunks}; ± as '
-                     "llama-perplexity prints it (one standard error).</p>")
+        base = ", ".join(sorted({str(c) for c in kld["baseline_quant"]}))
+        parts.append(_note(f"KLD, Δp and same top p against the {html.escape(base)} logits (--chunks "
+                           f"{html.escape(chunks)}); ΔPPL is KLD mode's PPL(Q)−PPL(base), whose ± accounts for the "
+                           "correlation of the two passes (both score the same tokens). ± is one standard error, as "
+                           "llama-perplexity prints it. Sizes are the GGUF files' bytes / 2<sup>30</sup>."))
     return "\n".join(parts)
 
 
+# ---------------------------------------------------------------------------------------------- KV matrix
+
 def _kv_cell(r) -> str:
     text = _pm(r["ppl"], r["ppl_uncertainty"])
-    if r["kv"] != "f16" and pd.notna(r.get("dppl_vs_f16_kv")):
-        text += f" (Δ {r['dppl_vs_f16_kv']:+.4f})"
+    if r["kv"] != "f16" and not _isna(r.get("dppl_vs_f16_kv")):
+        text += f" ({r['dppl_vs_f16_kv']:+.4f})"
     return text
 
 
-def kv_matrix(ppl: pd.DataFrame) -> str:
+def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
     if ppl.empty:
         return _empty("perplexity results")
+    kld = kld if kld is not None else pd.DataFrame()
     parts = []
-    for (build, model), g in ppl.groupby(["build", "model"]):
+    first = str(ppl["build"].iloc[0])
+    for (build, model), g in ppl.groupby(["build", "model"], sort=False):
+        own = []
         g = g.assign(cell=[_kv_cell(r) for _, r in g.iterrows()])
         m = g.pivot_table(index="quant", columns=["ctx", "kv"], values="cell", aggfunc="first")
         order = g.sort_values("file_size_bytes", ascending=False)["quant"].drop_duplicates()
-        m = m.reindex(order)
+        kvs = list(dict.fromkeys(g["kv"]))
+        m = m.reindex(index=order, columns=pd.MultiIndex.from_tuples(
+            [(c, kv) for c in sorted(g["ctx"].unique()) for kv in kvs if (c, kv) in m.columns]))
         m.columns = [f"ctx {c} · KV {kv}" for c, kv in m.columns]
-        parts.append(f"<h3>{html.escape(model)} — build <code>{html.escape(build)}</code></h3>")
-        parts.append(_table(m.reset_index(), f"kv-{build}-{model}", set(m.columns)))
+        own.append(f"<h3>{html.escape(model)} — build <code>{html.escape(build)}</code>: PPL ±</h3>")
+        own.append(_table(m.reset_index(), f"kv-{build}-{model}", set(m.columns)))
         ctxs = sorted(g["ctx"].unique())
         if len(ctxs) > 1 and "kv_cost_long_minus_short" in g:
             long = g[(g["ctx"] == ctxs[-1]) & (g["kv"] != "f16")]
@@ -119,34 +227,299 @@ def kv_matrix(ppl: pd.DataFrame) -> str:
                 t = long[["quant", "kv", "dppl_vs_f16_kv", "kv_cost_long_minus_short"]].rename(columns={
                     "dppl_vs_f16_kv": f"ΔPPL vs f16 KV at ctx {ctxs[-1]}",
                     "kv_cost_long_minus_short": f"ΔPPL at ctx {ctxs[-1]} minus ΔPPL at ctx {ctxs[0]}"})
-                parts.append(_table(t.round(4), f"kv-long-{build}-{model}", set(t.columns[2:])))
-        parts.append('<p class="note">Cells measured by a KLD or baseline run are marked in the table '
-                     "results/tables/perplexity.parquet (column measured_by). Δ: PPL minus the same quant's PPL "
-                     "with f16 KV at the same context.</p>")
+                own.append(f"<h3>Does the KV type cost more at ctx {ctxs[-1]} than at ctx {ctxs[0]}?</h3>")
+                for col in t.columns[2:]:
+                    t[col] = t[col].map(lambda v: "—" if _isna(v) else f"{v:+.4f}")
+                own.append(_table(t, f"kv-long-{build}-{model}", set(t.columns[2:])))
+        k = kld[(kld["build"] == build) & (kld["model"] == model)] if not kld.empty else kld
+        if not k.empty and k["kv"].nunique() > 1:
+            k = k.assign(cell=[_pm(v, u, "{:.6f}") for v, u in zip(k["kld_mean"], k["kld_mean_uncertainty"],
+                                                                   strict=True)])
+            km = k.pivot_table(index="quant", columns="kv", values="cell", aggfunc="first")
+            km = km.reindex(index=order, columns=[kv for kv in kvs if kv in km.columns])
+            bq, bkv = str(k["baseline_quant"].iloc[0]), str(k["baseline_kv"].iloc[0])
+            if bq in km.index and bkv in km.columns and _isna(km.loc[bq, bkv]):
+                km.loc[bq, bkv] = "0 (baseline)"
+            km.columns = [f"KV {c}" for c in km.columns]
+            own.append(f"<h3>Mean KLD by KV type (against {html.escape(bq)} with {html.escape(bkv)} KV, "
+                         f"ctx {int(k['ctx'].iloc[0])})</h3>")
+            own.append(_table(km.reset_index(), f"kv-kld-{build}-{model}", set(km.columns)))
+        parts.append(_fold(build, first, own))
+    parts.append(_note("(+Δ) after a PPL: minus the same quant's PPL with f16 KV at the same context. Which run "
+                       "measured each cell (a PPL run, a KLD run or the baseline pass) is in "
+                       "results/tables/perplexity.parquet, column measured_by."))
     return "\n".join(parts)
 
 
+# ---------------------------------------------------------------------------------------------- speed / VRAM
+
+def _vram_text(ok, delta, reason) -> str:
+    if ok and not _isna(delta):
+        return f"{delta:.0f}"
+    return f"n/a ({(reason or 'not measured').split(' (')[0]})"
+
+
 def speed_table(bench: pd.DataFrame) -> str:
+    """One row per build × quant × setting (offload strategy, threads, KV types); a column per llama-bench
+    test with the median t/s and the repetitions' min–max; VRAM of the llama-bench call."""
     if bench.empty:
         return _empty("llama-bench results")
-    df = bench.sort_values(["build", "model", "file_size_bytes", "test"], ascending=[True, True, False, True])
-    out = pd.DataFrame({
-        "build": df["build"], "model": df["model"], "quant": df["quant"], "test": df["test"],
-        "threads": df.get("n_threads"), "t/s (median)": df["median_ts"].map("{:.2f}".format),
-        "t/s range": [f"{a:.2f} – {b:.2f}" for a, b in zip(df["min_ts"], df["max_ts"], strict=True)],
-        "VRAM peak (MiB)": [f"{v:.0f}" if ok and pd.notna(v) else f"n/a ({why})" for ok, v, why in
-                            zip(df["vram_available"], df["vram_peak_delta_mib"], df["vram_reason"], strict=True)],
-        "backend": df["backend"],
-    })
-    return _table(out, "speed", {"t/s (median)", "t/s range", "VRAM peak (MiB)", "threads"})
+    b = with_strategy(bench)
+    keys = ["build", "model", "quant", "strategy_label", "n_threads", "type_k", "type_v"]
+    tests = list(dict.fromkeys(b["test"]))
+    calls = b.groupby(["build", "model", "quant"])["strategy_label"].nunique()
+    rows = []
+    order = b.sort_values(["build", "model", "file_size_bytes"], ascending=[True, True, False])
+    for key, g in order.groupby(keys, sort=False):
+        r = g.iloc[0]
+        row = {"build": key[0], "model": key[1], "quant": key[2], "size GiB": _gib(r["file_size_bytes"]),
+               "offload": key[3], "threads": key[4],
+               "KV": key[5] if key[5] == key[6] else f"{key[5]}/{key[6]}", "backend": r["backend"]}
+        for t in tests:
+            h = g[g["test"] == t]
+            row[f"{t} t/s"] = (f"{h['median_ts'].iloc[0]:.1f} ({h['min_ts'].iloc[0]:.1f}–{h['max_ts'].iloc[0]:.1f})"
+                               if not h.empty else "—")
+        vram = _vram_text(bool(r["vram_available"]), r["vram_peak_delta_mib"], r["vram_reason"])
+        if calls.get((key[0], key[1], key[2]), 1) > 1 and bool(r["vram_available"]):
+            vram = f"≤ {vram} (peak of the whole call)"
+        row["VRAM peak MiB"] = vram
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df["model"].nunique() == 1:
+        df = df.drop(columns="model")
+    out = [_table(df, "speed", {"size GiB", "threads", "VRAM peak MiB", *[f"{t} t/s" for t in tests]})]
+    reps = {len(json.loads(s)) for s in bench["samples_ts"] if isinstance(s, str)} if "samples_ts" in bench else set()
+    out.append(_note(
+        "t/s: the median of llama-bench's repetitions"
+        + (f" ({', '.join(str(n) for n in sorted(reps))})" if reps else "")
+        + ", with their min–max in brackets (llama-bench's own avg_ts is skewed by a cold first repetition). "
+        "VRAM: NVML's peak device memory during the llama-bench call less what was in use before it, all GPUs, at "
+        "llama-bench's own context (prompt + generated tokens); a longer context needs more KV cache."))
+    if not bench["vram_available"].fillna(False).astype(bool).any():
+        reason = bench["vram_reason"].dropna().iloc[0] if bench["vram_reason"].notna().any() else "not measured"
+        out.append(f'<p class="empty">No VRAM measured in this run: {html.escape(str(reason))}.</p>')
+    return "\n".join(out)
 
+
+# ---------------------------------------------------------------------------------------------- recommendations
+
+def budgets_from_config(config: dict) -> list[tuple[str, float]]:
+    """(label, GiB) per VRAM budget: report.target_gpu (name, vram_gib), then report.vram_budgets_gib."""
+    rep = config.get("report") or {}
+    out: list[tuple[str, float]] = []
+    gpu = rep.get("target_gpu") or {}
+    if gpu.get("vram_gib"):
+        out.append((f"{gpu.get('name', 'target GPU')} ({gpu['vram_gib']:g} GiB)", float(gpu["vram_gib"])))
+    for b in rep.get("vram_budgets_gib") or []:
+        if not any(math.isclose(b, v) for _, v in out):
+            out.append((f"{b:g} GiB", float(b)))
+    return sorted(out, key=lambda x: x[1])
+
+
+def kv_cache_bytes(row, ctx: int, type_k: str, type_v: str) -> float | None:
+    """llama.cpp's KV cache for ctx tokens: n_layer × ctx × n_head_kv × (head_k·bytes(K) + head_v·bytes(V)),
+    from GGUF metadata columns where the tables carry them (None otherwise, or for an unknown type)."""
+    try:
+        n_layer, n_head_kv, hk, hv = (float(row[c]) for c in ARCH_COLUMNS)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(math.isnan(v) for v in (n_layer, n_head_kv, hk, hv)):
+        return None
+    bk, bv = KV_TYPE_BYTES.get(type_k), KV_TYPE_BYTES.get(type_v)
+    if bk is None or bv is None:
+        return None
+    return n_layer * ctx * n_head_kv * (hk * bk + hv * bv)
+
+
+def candidates(tables: dict[str, pd.DataFrame], config: dict, model: str, build: str) -> pd.DataFrame:
+    """Every (quant, KV type, offload setting) of one model and build with its quality, speed and memory need.
+
+    Memory: the measured VRAM of the llama-bench call with these KV types where there is one; with only f16-KV
+    runs measured, that VRAM stands as an upper bound for a quantized KV; without VRAM, the file size plus a KV
+    estimate (when the tables carry the architecture) or the file size alone (a lower bound). `basis` says which.
+    """
+    ppl, kld, bench = tables["perplexity"], tables["kld"], tables["bench"]
+    p = ppl[(ppl["model"] == model) & (ppl["build"] == build)] if not ppl.empty else ppl
+    k = kld[(kld["model"] == model) & (kld["build"] == build)] if not kld.empty else kld
+    b = bench[(bench["model"] == model) & (bench["build"] == build)] if not bench.empty else bench
+    b = with_strategy(b)
+    baseline = _baseline(config, model)
+    base_kv = _base_kv(config, kld)
+    kctx = int(k["ctx"].iloc[0]) if not k.empty else None
+    ctxs = sorted(p["ctx"].unique()) if not p.empty else []
+    ctx0 = kctx if kctx in ctxs else (ctxs[0] if ctxs else None)
+    long_ctx = int(ctxs[-1]) if ctxs else None
+
+    quality = []
+    if not p.empty:
+        for (quant, kv), g in p[p["ctx"] == ctx0].groupby(["quant", "kv"], sort=False):
+            r = g.iloc[0]
+            kr = k[(k["quant"] == quant) & (k["kv"] == kv)]
+            if not kr.empty:
+                kl, klu, p999 = kr["kld_mean"].iloc[0], kr["kld_mean_uncertainty"].iloc[0], kr["kld_p99_9"].iloc[0]
+            elif quant == baseline and kv == base_kv:
+                kl, klu, p999 = 0.0, 0.0, 0.0
+            else:
+                kl = klu = p999 = float("nan")
+            quality.append({"quant": quant, "kv": kv, "type_k": r["type_k"], "type_v": r["type_v"],
+                            "file_size_bytes": r["file_size_bytes"], "ppl": r["ppl"], "ppl_u": r["ppl_uncertainty"],
+                            "kld": kl, "kld_u": klu, "kld_p99_9": p999, "row": r})
+    elif not b.empty:  # speed only: one candidate per benchmarked quant and KV
+        for (quant, tk, tv), g in b.groupby(["quant", "type_k", "type_v"], sort=False):
+            quality.append({"quant": quant, "kv": tk if tk == tv else f"{tk}-{tv}", "type_k": tk, "type_v": tv,
+                            "file_size_bytes": g["file_size_bytes"].iloc[0], "ppl": float("nan"),
+                            "ppl_u": float("nan"), "kld": float("nan"), "kld_u": float("nan"),
+                            "kld_p99_9": float("nan"), "row": g.iloc[0]})
+
+    rows = []
+    for q in quality:
+        bq = b[b["quant"] == q["quant"]] if not b.empty else b
+        same_kv = bq[(bq["type_k"] == q["type_k"]) & (bq["type_v"] == q["type_v"])] if not bq.empty else bq
+        runs = same_kv if not same_kv.empty else bq
+        settings = list(runs.groupby(["strategy_label", "n_threads"], sort=False)) if not runs.empty else [(None, None)]
+        for key, g in settings:
+            row = {k_: v for k_, v in q.items() if k_ != "row"}
+            row.update(strategy=key[0] if key else None, threads=key[1] if key else None, tg=float("nan"),
+                       tg_lo=float("nan"), tg_hi=float("nan"), pp=float("nan"), tg_test=None, pp_test=None)
+            if g is not None:
+                for _, t in g.iterrows():
+                    name = str(t["test"])
+                    if name.startswith("tg") and row["tg_test"] is None:
+                        row.update(tg=t["median_ts"], tg_lo=t["min_ts"], tg_hi=t["max_ts"], tg_test=name)
+                    elif name.startswith("pp") and row["pp_test"] is None:
+                        row.update(pp=t["median_ts"], pp_test=name)
+                measured = g["vram_available"].fillna(False).astype(bool) & g["vram_peak_delta_mib"].notna()
+            else:
+                measured = pd.Series([], dtype=bool)
+            if measured.any():
+                need = float(g.loc[measured, "vram_peak_delta_mib"].max()) * MIB
+                if same_kv.empty:
+                    tk = runs["type_k"].iloc[0]
+                    basis = f"measured VRAM with {tk} KV (upper bound)"
+                else:
+                    basis = "measured VRAM"
+            else:
+                kvb = kv_cache_bytes(q["row"], long_ctx, q["type_k"], q["type_v"]) if long_ctx else None
+                if kvb is not None:
+                    need = q["file_size_bytes"] + kvb
+                    basis = f"file + {kvb / MIB:.0f} MiB KV estimate at ctx {long_ctx}"
+                else:
+                    need = float(q["file_size_bytes"])
+                    basis = "file size (lower bound)"
+            row.update(need_bytes=need, basis=basis, measured=bool(measured.any()))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pick(c: pd.DataFrame) -> pd.Series:
+    """Best quality that fits; among candidates whose quality is within the noise of the best (difference under
+    twice the combined ±), the fastest at generation; then the smallest."""
+    metric, unc = ("kld", "kld_u") if c["kld"].notna().any() else ("ppl", "ppl_u")
+    c = c[c[metric].notna()] if c[metric].notna().any() else c
+    if c[metric].isna().all():
+        return c.sort_values(["tg", "need_bytes"], ascending=[False, True]).iloc[0]
+    best = c.loc[c[metric].idxmin()]
+    noise = 2 * ((c[unc].fillna(0) ** 2 + (0 if _isna(best[unc]) else best[unc]) ** 2) ** 0.5)
+    tied = c[(c[metric] - best[metric]) <= noise]
+    return tied.sort_values(["tg", "need_bytes"], ascending=[False, True], na_position="last").iloc[0]
+
+
+def _rec_row(label: str, r: pd.Series | None, fits: int, total: int, smallest: pd.Series | None) -> dict:
+    if r is None:
+        return {"budget": label, "run": "nothing fits",
+                "KV": "—", "offload / threads": "—", "KLD": "—", "KLD 99.9%": "—", "PPL": "—", "tg t/s": "—",
+                "pp t/s": "—", "memory GiB": "—",
+                "evidence": (f"the smallest need is {smallest['need_bytes'] / GIB:.3f} GiB ({smallest['quant']}, "
+                             f"{smallest['basis']})" if smallest is not None else "no candidates")}
+    tg = "—" if _isna(r["tg"]) else f"{r['tg']:.1f} ({r['tg_lo']:.1f}–{r['tg_hi']:.1f})"
+    return {
+        "budget": label, "run": r["quant"], "KV": r["kv"],
+        "offload / threads": "—" if r["strategy"] is None else f"{r['strategy']}, -t {r['threads']}",
+        "KLD": "0 (baseline)" if r["kld"] == 0 else _pm(r["kld"], r["kld_u"], "{:.6f}"),
+        "KLD 99.9%": "—" if _isna(r["kld_p99_9"]) else f"{r['kld_p99_9']:.4f}",
+        "PPL": _pm(r["ppl"], r["ppl_u"]), "tg t/s": tg, "pp t/s": "—" if _isna(r["pp"]) else f"{r['pp']:.0f}",
+        "memory GiB": f"{r['need_bytes'] / GIB:.3f}",
+        "evidence": f"{r['basis']}; {fits} of {total} settings fit",
+    }
+
+
+def memory_ladder(c: pd.DataFrame) -> pd.DataFrame:
+    """The candidates worth running at some budget: each one is the pick for budgets from its memory need up to
+    the next one's (the quality-vs-memory frontier, walked from the smallest need up)."""
+    out, seen = [], set()
+    for need in sorted(c["need_bytes"].unique()):
+        r = _pick(c[c["need_bytes"] <= need])
+        key = (r["quant"], r["kv"], r["strategy"], r["threads"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return pd.DataFrame(out)
+
+
+def recommendations(tables: dict[str, pd.DataFrame], config: dict) -> str:
+    models = _models(tables)
+    if not models:
+        return _empty("results to recommend from")
+    budgets = budgets_from_config(config)
+    parts = []
+    gpu_rows = pd.concat([t for t in (tables["bench"], tables["perplexity"]) if not t.empty])
+    measured_on = sorted({str(g) for g in gpu_rows.get("gpu_name", pd.Series(dtype=str)).dropna() if g})
+    target = (config.get("report") or {}).get("target_gpu") or {}
+    for model in models:
+        build = _first_build(tables, model)
+        c = candidates(tables, config, model, build)
+        if c.empty:
+            parts.append(_empty(f"quality or speed results for {model}"))
+            continue
+        title = (config.get("models", {}).get(model) or {}).get("title", model)
+        parts.append(f"<h3>{html.escape(title)} — build <code>{html.escape(build)}</code></h3>")
+        smallest = c.loc[c["need_bytes"].idxmin()]
+        if budgets:
+            rows = []
+            for label, gib in budgets:
+                fit = c[c["need_bytes"] <= gib * GIB]
+                rows.append(_rec_row(label, _pick(fit) if not fit.empty else None, len(fit), len(c), smallest))
+            parts.append(_table(pd.DataFrame(rows), f"recommendations-{model}",
+                                {"KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"}))
+        else:
+            parts.append('<p class="empty">No VRAM budget in the config: set report.vram_budgets_gib (a list of '
+                         "GiB) or report.target_gpu.vram_gib for a pick per budget. The ladder below says what to "
+                         "run from each memory size up.</p>")
+        ladder = memory_ladder(c)
+        lrows = [_rec_row(f"from {r['need_bytes'] / GIB:.3f} GiB", r, int((c["need_bytes"] <= r["need_bytes"]).sum()),
+                          len(c), smallest) for _, r in ladder.iterrows()]
+        parts.append(f"<h3>What to run from each memory size up ({len(ladder)} of {len(c)} settings are ever the "
+                     "best pick)</h3>")
+        parts.append(_table(pd.DataFrame(lrows).rename(columns={"budget": "memory"}), f"ladder-{model}",
+                            {"KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"}))
+    metric = "mean KLD against the baseline" if not tables["kld"].empty else "perplexity"
+    notes = [f"Pick: the best quality ({metric}) whose memory need fits the budget; among settings within the "
+             "noise of the best (difference under twice the combined ±), the fastest at generation (tg median)."]
+    if measured_on:
+        notes.append(f"Measured on {html.escape(', '.join(measured_on))}.")
+    if target.get("name") and target.get("name") not in measured_on:
+        notes.append(f"The target GPU is {html.escape(str(target['name']))}: memory needs carry over (the same "
+                     "llama.cpp allocations, give or take the CUDA context), speeds do not.")
+    notes.append("Memory: <i>measured VRAM</i> is NVML's peak during the llama-bench run of that quant and KV type; "
+                 "<i>with f16 KV (upper bound)</i>: only f16-KV runs were benchmarked, a quantized KV cache needs "
+                 "less; <i>KV estimate</i>: VRAM not measured, file size plus llama.cpp's KV cache from the GGUF's "
+                 "architecture (compute buffers not included); <i>file size (lower bound)</i>: VRAM not measured and "
+                 "no architecture in the tables for a KV estimate. ")
+    notes.append("Measured VRAM is at llama-bench's context (prompt + generated tokens) and leaves no headroom for "
+                 "the display or other processes; leave some.")
+    parts.append(_note(" ".join(notes)))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- builds, provenance
 
 def builds_comparison(tables: dict[str, pd.DataFrame]) -> str:
     from .compare import compare_builds
 
     builds = list(tables["builds"]["build"]) if not tables["builds"].empty else []
     if len(builds) < 2:
-        return '<p class="note">One llama.cpp build in this run: nothing to compare.</p>'
+        return _note("One llama.cpp build in this run: nothing to compare. Add a second entry under "
+                     "<code>builds:</code> to compare two builds cell by cell.")
     parts = []
     base = builds[0]
     for other in builds[1:]:
@@ -160,57 +533,127 @@ def builds_comparison(tables: dict[str, pd.DataFrame]) -> str:
             for c in shown.columns:
                 if shown[c].dtype.kind == "f":
                     shown[c] = shown[c].map(lambda v: f"{v:.6g}")
-            parts.append(_table(shown, f"compare-{name}-{other}", set(shown.columns[len(df.columns) - 5:])))
-    parts.append('<p class="note">PPL/KLD noise: both sides\' ± in quadrature (conservative); flagged beyond 2×. '
-                 "Speed noise: the wider relative min–max range of the repetitions; flagged when the speedup "
-                 "differs from 1 by more.</p>")
+            flagged = list(df["beyond noise"])
+            table = _table(shown, f"compare-{name}-{other}", set(shown.columns[len(df.columns) - 5:]),
+                           row_class=lambda i, f=flagged: "pick" if f[i] else None)
+            parts.append(table if n_flag or len(df) <= 12 else
+                         f"<details><summary>all {len(df)} cells</summary>\n{table}\n</details>")
+    parts.append(_note("PPL/KLD noise: both sides' ± in quadrature (conservative); flagged (highlighted) beyond 2×. "
+                       "Speed noise: the wider relative min–max range of the repetitions; flagged when the speedup "
+                       "differs from 1 by more."))
     return "\n".join(parts)
+
+
+def _source_text(src: str) -> str:
+    try:
+        s = json.loads(src)
+    except (TypeError, ValueError):
+        return str(src)
+    kind = s.get("kind")
+    if kind == "pypi_sdist":
+        return f"PyPI sdist {s.get('package')}=={s.get('version')} (sha256 {s.get('sdist_sha256', '?')[:12]}…)"
+    if kind == "tarball":
+        return (f"tarball {Path(str(s.get('path', ''))).name} (sha256 {str(s.get('sha256', '?'))[:12]}…)"
+                + (", commit declared" if s.get("commit_declared") else ""))
+    if kind == "git":
+        return f"git {s.get('url')} @ {s.get('ref')}"
+    return ", ".join(f"{k}={v}" for k, v in s.items() if k != "commit")
 
 
 def provenance_block(tables: dict[str, pd.DataFrame]) -> str:
     parts = []
     builds = tables["builds"]
-    if not builds.empty:
-        cols = ["build", "backend", "llama_cpp_version", "llama_cpp_commit", "source_kind", "cmake_args",
-                "cxx_version", "nvcc_version", "cuda_architectures"]
-        parts.append(_table(builds[[c for c in cols if c in builds.columns]], "builds"))
     frames = [t for t in (tables["perplexity"], tables["kld"], tables["bench"]) if not t.empty]
+    rows = pd.concat(frames) if frames else pd.DataFrame()
+    if not builds.empty:
+        dl = []
+        for _, b in builds.iterrows():
+            flags = " ".join(a for a in str(b.get("cmake_args") or "").split()
+                             if not a.startswith(("-DLLAMA_BUILD_", "-DCMAKE_BUILD_TYPE", "-DBUILD_SHARED")))
+            cuda = f"nvcc {b['nvcc_version']}, arch {b.get('cuda_architectures')}" if not _isna(
+                b.get("nvcc_version")) else "no CUDA (CPU build)"
+            dl.append(f"<dt>build <code>{html.escape(str(b['build']))}</code></dt><dd>llama.cpp "
+                      f"{html.escape(str(b.get('llama_cpp_version')))}, commit <span class='sha'>"
+                      f"{html.escape(str(b.get('llama_cpp_commit')))}</span>; "
+                      f"{html.escape(_source_text(b.get('source')))}"
+                      f"; {html.escape(str(b.get('backend')))}; {html.escape(cuda)}; "
+                      f"{html.escape(str(b.get('built_with') or b.get('cxx_version')))}; flags "
+                      f"<code>{html.escape(flags)}</code></dd>")
+        if not rows.empty:
+            for col, name in (("gpu_name", "GPU"), ("gpu_driver", "NVIDIA driver"), ("cpu_name", "CPU"),
+                              ("host", "host")):
+                vals = sorted({str(v) for v in rows[col].dropna() if str(v)}) if col in rows else []
+                dl.append(f"<dt>{name}</dt><dd>{html.escape(', '.join(vals)) if vals else 'none'}</dd>")
+            if "corpus" in rows:
+                c = rows[["corpus", "corpus_source", "corpus_sha256"]].dropna().drop_duplicates()
+                for _, r in c.iterrows():
+                    dl.append(f"<dt>corpus <code>{html.escape(str(r['corpus']))}</code></dt><dd>"
+                              f"{html.escape(str(r['corpus_source']))}, sha256 <span class='sha'>"
+                              f"{html.escape(str(r['corpus_sha256']))}</span></dd>")
+            p = tables["perplexity"]
+            if not p.empty:
+                settings = p[["ctx", "chunks", "threads", "n_gpu_layers", "flash_attn"]].drop_duplicates()
+                text = "; ".join(f"ctx {r.ctx}: --chunks {r.chunks}, -t {r.threads}, -ngl {r.n_gpu_layers}, "
+                                 f"-fa {r.flash_attn}" for r in settings.itertuples())
+                dl.append(f"<dt>llama-perplexity</dt><dd>{html.escape(text)}</dd>")
+        parts.append(f'<dl class="prov">{"".join(dl)}</dl>')
+        cols = ["build", "backend", "llama_cpp_version", "llama_cpp_commit", "binary_commit", "source_kind",
+                "cmake_args", "cxx_version", "nvcc_version", "cuda_architectures", "reused_from_cache"]
+        parts.append("<details><summary>Build records in full (builds.parquet)</summary>\n"
+                     + _table(builds[[c for c in cols if c in builds.columns]], "builds") + "\n</details>")
+    else:
+        parts.append(_empty("build records"))
     if frames:
-        files = pd.concat(frames)[["model", "quant", "file", "file_size_bytes", "file_sha256"]].drop_duplicates()
-        parts.append(_table(files.sort_values(["model", "file_size_bytes"]), "files"))
-        hw = pd.concat(frames)[["host", "cpu_name", "gpu_name", "gpu_driver", "backend"]].drop_duplicates()
+        fcols = ["model", "quant", "origin", "origin_repo", "origin_revision", "file", "n_files", "file_size_bytes",
+                 "file_sha256"]
+        files = rows[[c for c in fcols if c in rows.columns]].drop_duplicates()
+        parts.append("<h3>Model files</h3>")
+        parts.append(_table(files.sort_values(["model", "file_size_bytes"], ascending=[True, False]), "files",
+                            {"file_size_bytes", "n_files"}))
+        hw = rows[["build", "backend", "host", "cpu_name", "gpu_name", "gpu_driver"]].drop_duplicates()
+        parts.append("<h3>Machines</h3>")
         parts.append(_table(hw, "hardware"))
-        corp = [t for t in frames if "corpus" in t.columns]
-        if corp:
-            c = pd.concat(corp)[["corpus", "corpus_source", "corpus_sha256"]].dropna().drop_duplicates()
+        if "corpus" in rows:
+            c = rows[["corpus", "corpus_source", "corpus_sha256"]].dropna().drop_duplicates()
             parts.append(_table(c, "corpora"))
-    return "\n".join(parts) or _empty("provenance")
+    return "\n".join(parts)
 
 
-def _img(path: str | Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+# ---------------------------------------------------------------------------------------------- page
+
+def _img(path: str | Path) -> str:
+    path = Path(path)
+    data = base64.b64encode(path.read_bytes()).decode()
+    question = FIGURES.get(path.stem, path.stem)
+    return (f'<figure id="fig-{html.escape(path.stem)}"><img alt="{html.escape(question)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(question)} '
+            f"(<code>reports/figures/{html.escape(path.name)}</code>)</figcaption></figure>")
 
 
 def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: str, config: dict) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
-        ("Scoreboard: quality per quant", scoreboard(tables["perplexity"], tables["kld"], config)),
-        ("KV-cache matrix: PPL by KV type and context", kv_matrix(tables["perplexity"])),
-        ("Speed and VRAM (llama-bench)", speed_table(tables["bench"])),
-        ("llama.cpp builds compared", builds_comparison(tables)),
-        ("Figures", "\n".join(_img(f, Path(f).stem) for f in figures)),
-        ("Provenance", provenance_block(tables)),
+        ("recommendations", "Recommendations per VRAM budget", recommendations(tables, config)),
+        ("scoreboard", "Scoreboard: quality per quant", scoreboard(tables["perplexity"], tables["kld"], config)),
+        ("kv", "KV-cache matrix: PPL by KV type and context", kv_matrix(tables["perplexity"], tables["kld"])),
+        ("speed-vram", "Speed and VRAM (llama-bench)", speed_table(tables["bench"])),
+        ("builds-compared", "llama.cpp builds compared", builds_comparison(tables)),
+        ("figures", "Figures", "\n".join(_img(f) for f in figures) or _empty("figures")),
+        ("provenance", "Provenance", provenance_block(tables)),
     ]
-    body = "\n".join(f"<section><h2>{html.escape(h)}</h2>\n{c}\n</section>" for h, c in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="note">Generated {now} by ggufbench from results/tables/*.parquet.</p>\n{body}\n'
-            "</body></html>\n")
+    nav = "".join(f'<a href="#{sid}">{html.escape(h.split(":")[0])}</a>' for sid, h, _ in sections)
+    body = "\n".join(f'<section id="{sid}"><h2>{html.escape(h)}</h2>\n{c}\n</section>' for sid, h, c in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f'<p class="note">Generated {now} by ggufbench from results/tables/*.parquet (columns: docs/tables.md).'
+            f"</p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n")
 
 
 def write_report(table_paths, figure_paths, out, title: str, config: dict) -> None:
     tables = {Path(p).stem: pd.read_parquet(p) for p in table_paths}
+    for name in ("perplexity", "kld", "bench", "builds"):
+        tables.setdefault(name, pd.DataFrame())
     text = render(tables, list(figure_paths), title, config)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
