@@ -151,7 +151,11 @@ def build_spec(wildcards):
 
 
 def model_source_spec(wildcards):
-    return canonical(config["models"][wildcards.model]["source"])
+    src = config["models"][wildcards.model]["source"]
+    if "synthetic" in src:  # a vocab given by name is looked up in the quantize build's llama.cpp source tree
+        build = config["builds"][quantize_build(config, wildcards.model)]
+        src = {"synthetic": {**src["synthetic"], "llama_source": build["source"]}}
+    return canonical(src)
 
 
 def quant_origin(wildcards):

@@ -297,7 +297,7 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
         tmp.replace(out_dir / "bin" / t)
     version = parse_version(run_tool([str(out_dir / "bin" / "llama-bench"), "--version"], log).output)
     return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
-            "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident,
+            "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
             "commit": ident.get("commit") or version.get("binary_commit") or "unknown",
             "cmake_args": args, "toolchain": tc, **version,
             "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,

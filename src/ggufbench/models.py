@@ -154,6 +154,10 @@ def fetch_model_source(source: dict, dest: Path, cache: Path, log: str | Path | 
         path = _check_local(spec, "models.*.source.local")
         _link(path, dest)
         return {"kind": "local", "path": str(path)}
+    if kind == "synthetic":
+        from .synth import make_model_source
+
+        return make_model_source(spec, dest, cache, log=log)
     raise ConfigError(f"models.*.source: unknown kind {kind!r}")
 
 

@@ -1,0 +1,621 @@
+"""A synthetic MoE GGUF: random weights, a real tokenizer, an architecture llama.cpp loads.
+
+For tests and GPU runs of the offload strategies (-ot "exps=CPU", --n-cpu-moe N, --fit) without downloading
+a real MoE. The file is written with the gguf package:
+
+- architecture `qwen3moe` (attention + routed experts) or `qwen35moe` (Qwen3.5: gated-delta-net linear
+  attention on 3 of every 4 layers, gated full attention on the 4th, routed + shared experts);
+- the tokenizer: every `tokenizer.*` key copied from a vocab-only GGUF (llama.cpp ships them in
+  `models/ggml-vocab-*.gguf`; `ggml-vocab-qwen2.gguf` / `ggml-vocab-qwen35.gguf` for these architectures),
+  so llama-tokenize, llama-perplexity and llama-bench see the real vocabulary (151,936 tokens for Qwen);
+- expert tensors named `blk.N.ffn_{gate,up,down}_exps.weight` (3-D: [n_embd, n_ff_exp, n_expert]), which
+  is what llama.cpp's `exps=CPU` pattern and `--n-cpu-moe N` (`blk\\.N\\.ffn_(up|down|gate|gate_up)_(ch|)exps`)
+  act on;
+- weights N(0, std²) (std 0.02: logits stay small and finite, so PPL is about the vocabulary size), norms
+  ones; deterministic: each tensor's values come from (seed, tensor name) alone;
+- 2-D and 3-D weights in F16 (or F32); 1-D tensors, the routers (ffn_gate_inp) and the SSM conv kernel
+  stay F32, as convert_hf_to_gguf.py writes them. Q8_0 etc. come from llama-quantize afterwards.
+
+`plan_for_size` picks n_ff_exp (at a fixed layer count) for a target file size, for the GPU run at a size
+where offload matters. CLI: `python -m ggufbench.synth --vocab VOCAB.gguf --out OUT.gguf --target-gb 4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, GgufbenchError
+
+ARCHS = ("qwen3moe", "qwen35moe")
+DTYPES = {"F16": np.float16, "F32": np.float32}
+FILE_TYPE = {"F32": 0, "F16": 1}  # llama_ftype: LLAMA_FTYPE_ALL_F32, LLAMA_FTYPE_MOSTLY_F16
+EXPS_SUFFIXES = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
+
+
+@dataclass(frozen=True)
+class MoeParams:
+    """Hyperparameters of the synthetic model (llama.cpp's names). head_dim is key_length = value_length.
+
+    qwen35moe only: n_ff_shexp (shared expert), full_attention_interval (every k-th layer is full attention,
+    the others gated delta net), the SSM sizes (ssm_d_state = head dim of the linear attention, ssm_n_group
+    = its K heads, ssm_dt_rank = its V heads, d_inner = ssm_d_state * ssm_dt_rank), rope_dim (partial RoPE)
+    and rope_sections (IMRoPE sections, summing to rope_dim / 2)."""
+
+    arch: str = "qwen3moe"
+    n_layer: int = 4
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 16
+    n_expert: int = 8
+    n_expert_used: int = 2
+    n_ff_exp: int = 32
+    ctx: int = 4096
+    rope_freq_base: float = 1_000_000.0
+    rms_eps: float = 1e-6
+    tie_embeddings: bool = True
+    # qwen35moe
+    n_ff_shexp: int = 32
+    full_attention_interval: int = 4
+    ssm_d_conv: int = 4
+    ssm_d_state: int = 16
+    ssm_n_group: int = 2
+    ssm_dt_rank: int = 4
+    rope_dim: int | None = None
+    rope_sections: tuple[int, ...] | None = None
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"synthetic MoE arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
+        for k in ("n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_expert", "n_expert_used",
+                  "n_ff_exp", "ctx"):
+            if int(getattr(self, k)) <= 0:
+                raise ConfigError(f"synthetic MoE {k} must be > 0, got {getattr(self, k)}")
+        if self.n_expert_used > self.n_expert:
+            raise ConfigError(f"n_expert_used {self.n_expert_used} > n_expert {self.n_expert}")
+        if self.n_expert > 512:  # LLAMA_MAX_EXPERTS
+            raise ConfigError(f"n_expert {self.n_expert} > 512, llama.cpp's LLAMA_MAX_EXPERTS")
+        if self.n_head % self.n_head_kv:
+            raise ConfigError(f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv}")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim {self.head_dim} must be even (RoPE rotates pairs)")
+        if self.n_layer > 512:  # LLAMA_MAX_LAYERS
+            raise ConfigError(f"n_layer {self.n_layer} > 512, llama.cpp's LLAMA_MAX_LAYERS")
+        if self.arch == "qwen35moe":
+            if self.ssm_dt_rank % self.ssm_n_group:
+                raise ConfigError(f"ssm_dt_rank {self.ssm_dt_rank} (V heads) must be a multiple of "
+                                  f"ssm_n_group {self.ssm_n_group} (K heads)")
+            if self.full_attention_interval <= 0:
+                raise ConfigError("full_attention_interval must be > 0")
+            rd, secs = self.qwen35_rope()
+            if rd % 2 or rd > self.head_dim or sum(secs) != rd // 2:
+                raise ConfigError(f"rope_dim {rd} must be even, <= head_dim {self.head_dim}, and the "
+                                  f"rope_sections {list(secs)} must sum to rope_dim/2")
+
+    def qwen35_rope(self) -> tuple[int, tuple[int, ...]]:
+        """(rope_dim, 4 IMRoPE sections): by default a quarter of the head is rotated (Qwen3.5's
+        partial_rotary_factor 0.25), split 11:11:10 like Qwen3.5's [11, 11, 10] for rope_dim 64."""
+        rd = self.rope_dim if self.rope_dim is not None else max(2, (self.head_dim // 4) // 2 * 2)
+        if self.rope_sections is not None:
+            secs = tuple(int(s) for s in self.rope_sections) + (0,) * (4 - len(self.rope_sections))
+            return rd, secs[:4]
+        half = rd // 2
+        a = math.ceil(half * 11 / 32)
+        b = a if 2 * a <= half else half - a
+        return rd, (a, b, half - a - b, 0)
+
+    def is_full_attention(self, il: int) -> bool:
+        return self.arch != "qwen35moe" or (il + 1) % self.full_attention_interval == 0
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # numpy order (slowest first): ggml's ne reversed
+    init: str  # "normal", "ones", "zeros", "neg_ones"
+    keep_f32: bool = False
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_expert(self) -> bool:
+        return any(self.name.endswith(f".{s}.weight") for s in EXPS_SUFFIXES)
+
+    def dtype(self, dtype: str) -> type:
+        return np.float32 if self.keep_f32 or len(self.shape) == 1 else DTYPES[dtype]
+
+    def nbytes(self, dtype: str) -> int:
+        return self.n_elements * np.dtype(self.dtype(dtype)).itemsize
+
+
+# Tensor plan --------------------------------------------------------------------------------------------
+
+def tensor_plan(p: MoeParams, n_vocab: int) -> list[TensorSpec]:
+    """Every tensor llama.cpp's loader asks for (src/models/<arch>.cpp), with its shape."""
+    p.validate()
+    E, V, X, F = p.n_embd, n_vocab, p.n_expert, p.n_ff_exp
+    hd, nh, nkv = p.head_dim, p.n_head, p.n_head_kv
+
+    def t(name: str, ne: tuple[int, ...], init: str = "normal", keep_f32: bool = False) -> TensorSpec:
+        return TensorSpec(name, tuple(reversed(ne)), init, keep_f32)
+
+    specs = [t("token_embd.weight", (E, V)), t("output_norm.weight", (E,), "ones")]
+    if not p.tie_embeddings:
+        specs.append(t("output.weight", (E, V)))
+    for i in range(p.n_layer):
+        b = f"blk.{i}"
+        specs.append(t(f"{b}.attn_norm.weight", (E,), "ones"))
+        if p.arch == "qwen3moe":
+            specs += [t(f"{b}.attn_q.weight", (E, hd * nh)), t(f"{b}.attn_k.weight", (E, hd * nkv)),
+                      t(f"{b}.attn_v.weight", (E, hd * nkv)), t(f"{b}.attn_output.weight", (hd * nh, E)),
+                      t(f"{b}.attn_q_norm.weight", (hd,), "ones"), t(f"{b}.attn_k_norm.weight", (hd,), "ones"),
+                      t(f"{b}.ffn_norm.weight", (E,), "ones")]
+        else:
+            specs.append(t(f"{b}.post_attention_norm.weight", (E,), "ones"))
+            if p.is_full_attention(i):  # gated attention: Q projects to query + gate
+                specs += [t(f"{b}.attn_q.weight", (E, hd * nh * 2)), t(f"{b}.attn_k.weight", (E, hd * nkv)),
+                          t(f"{b}.attn_v.weight", (E, hd * nkv)), t(f"{b}.attn_output.weight", (hd * nh, E)),
+                          t(f"{b}.attn_q_norm.weight", (hd,), "ones"),
+                          t(f"{b}.attn_k_norm.weight", (hd,), "ones")]
+            else:  # gated delta net
+                key_dim = p.ssm_d_state * p.ssm_n_group
+                value_dim = p.ssm_d_state * p.ssm_dt_rank
+                conv_dim = 2 * key_dim + value_dim
+                specs += [t(f"{b}.attn_qkv.weight", (E, conv_dim)), t(f"{b}.attn_gate.weight", (E, value_dim)),
+                          t(f"{b}.ssm_conv1d.weight", (p.ssm_d_conv, conv_dim), keep_f32=True),
+                          t(f"{b}.ssm_dt.bias", (p.ssm_dt_rank,), "zeros"),
+                          t(f"{b}.ssm_a", (p.ssm_dt_rank,), "neg_ones"),  # -exp(A_log), A_log = 0
+                          t(f"{b}.ssm_beta.weight", (E, p.ssm_dt_rank)),
+                          t(f"{b}.ssm_alpha.weight", (E, p.ssm_dt_rank)),
+                          t(f"{b}.ssm_norm.weight", (p.ssm_d_state,), "ones"),
+                          t(f"{b}.ssm_out.weight", (value_dim, E))]
+        specs += [t(f"{b}.ffn_gate_inp.weight", (E, X), keep_f32=True),
+                  t(f"{b}.ffn_gate_exps.weight", (E, F, X)),
+                  t(f"{b}.ffn_up_exps.weight", (E, F, X)),
+                  t(f"{b}.ffn_down_exps.weight", (F, E, X))]
+        if p.arch == "qwen35moe":
+            S = p.n_ff_shexp
+            specs += [t(f"{b}.ffn_gate_inp_shexp.weight", (E,), keep_f32=True),
+                      t(f"{b}.ffn_gate_shexp.weight", (E, S)), t(f"{b}.ffn_up_shexp.weight", (E, S)),
+                      t(f"{b}.ffn_down_shexp.weight", (S, E))]
+    return specs
+
+
+def plan_summary(p: MoeParams, n_vocab: int, dtype: str = "F16") -> dict:
+    """Parameter and byte counts of the tensors (llama-bench's model_n_params and model_size; the file adds
+    the header, ~6 MB for a Qwen tokenizer, and alignment padding)."""
+    specs = tensor_plan(p, n_vocab)
+    exps = [s for s in specs if s.is_expert]
+    return {"n_tensors": len(specs), "n_params": sum(s.n_elements for s in specs),
+            "n_params_experts": sum(s.n_elements for s in exps),
+            "n_params_active": sum(s.n_elements for s in specs if not s.is_expert)
+            + sum(s.n_elements for s in exps) * p.n_expert_used // p.n_expert,
+            "tensor_bytes": sum(s.nbytes(dtype) for s in specs),  # = llama-bench's model_size
+            "expert_bytes": sum(s.nbytes(dtype) for s in exps),
+            "expert_bytes_per_layer": sum(s.nbytes(dtype) for s in exps) // p.n_layer}
+
+
+# Tokenizer ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Tokenizer:
+    path: Path
+    fields: list[tuple[str, object, int, int | None]] = field(default_factory=list)  # key, value, type, item type
+    n_vocab: int = 0
+
+
+# GGUF value types (gguf.GGUFValueType): scalar struct formats; 8 = STRING, 9 = ARRAY.
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
+          12: "<f8"}
+
+
+def read_kv(path: str | Path) -> dict[str, tuple[object, int, int | None]]:
+    """The metadata of a GGUF (v2/v3, little-endian): key -> (value, value type, array item type).
+
+    Strings stay bytes (copied byte for byte); arrays are lists. GGUFReader gives the same values but
+    takes ~10 s on a 152K-token vocabulary (a numpy view per string); this walks the bytes once."""
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF":
+            raise ConfigError(f"{path} is not a GGUF file (starts with {m[:4]!r})")
+        version, = struct.unpack_from("<I", m, 4)
+        if version not in (2, 3):
+            raise ConfigError(f"{path}: GGUF version {version}, expected 2 or 3 (little-endian)")
+        n_kv, = struct.unpack_from("<Q", m, 16)
+        pos = 24
+
+        def string() -> bytes:
+            nonlocal pos
+            n, = struct.unpack_from("<Q", m, pos)
+            pos += 8 + n
+            return m[pos - n:pos]
+
+        def scalar(t: int):
+            nonlocal pos
+            if t == 8:
+                return string()
+            v, = struct.unpack_from(_SCALAR[t], m, pos)
+            pos += struct.calcsize(_SCALAR[t])
+            return v
+
+        out: dict[str, tuple[object, int, int | None]] = {}
+        for _ in range(n_kv):
+            key = string().decode("utf-8")
+            t, = struct.unpack_from("<I", m, pos)
+            pos += 4
+            if t != 9:
+                out[key] = (scalar(t), t, None)
+                continue
+            sub, n = struct.unpack_from("<IQ", m, pos)
+            pos += 12
+            if sub == 8:
+                vals = [string() for _ in range(n)]
+            elif sub in _NUMPY:
+                nbytes = n * np.dtype(_NUMPY[sub]).itemsize
+                arr = np.frombuffer(m[pos:pos + nbytes], dtype=_NUMPY[sub])  # a copy: the mmap closes
+                pos += nbytes
+                vals = [bool(x) for x in arr] if sub == 7 else arr.tolist()
+            else:
+                raise ConfigError(f"{path}: {key} is an array of type {sub} (nested arrays are not copied)")
+            out[key] = (vals, t, sub)
+    return out
+
+
+def read_tokenizer(vocab_gguf: str | Path) -> Tokenizer:
+    """Every tokenizer.* key of a (vocab-only) GGUF, with its GGUF value type, ready to write again."""
+    path = Path(vocab_gguf)
+    if not path.is_file():
+        raise ConfigError(f"vocab GGUF {path} does not exist (llama.cpp ships them as "
+                          "models/ggml-vocab-*.gguf in its source tree)")
+    kv = read_kv(path)
+    tok = Tokenizer(path)
+    tok.fields = [(k, v, t, sub) for k, (v, t, sub) in kv.items() if k.startswith("tokenizer.")]
+    if "tokenizer.ggml.tokens" not in kv:
+        raise ConfigError(f"{path} has no tokenizer.ggml.tokens: not a GGUF with a vocabulary")
+    tok.n_vocab = len(kv["tokenizer.ggml.tokens"][0])
+    return tok
+
+
+# Writing ------------------------------------------------------------------------------------------------
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]))
+
+
+def _values(spec: TensorSpec, dtype: str, seed: int, std: float, chunk: int = 1 << 24) -> np.ndarray:
+    dt = spec.dtype(dtype)
+    if spec.init == "ones":
+        return np.ones(spec.shape, dtype=dt)
+    if spec.init == "zeros":
+        return np.zeros(spec.shape, dtype=dt)
+    if spec.init == "neg_ones":
+        return np.full(spec.shape, -1.0, dtype=dt)
+    rng = _rng(seed, spec.name)
+    out = np.empty(spec.n_elements, dtype=dt)
+    for start in range(0, out.size, chunk):  # bounded float32 scratch for multi-GB tensors
+        n = min(chunk, out.size - start)
+        x = rng.standard_normal(n, dtype=np.float32)
+        x *= std
+        out[start:start + n] = x
+    return out.reshape(spec.shape)
+
+
+def _kv(w, arch: str, p: MoeParams, n_vocab: int, dtype: str) -> None:
+    from gguf import Keys
+
+    def k(key: str) -> str:
+        return key.format(arch=arch)
+
+    w.add_uint32(k(Keys.LLM.CONTEXT_LENGTH), p.ctx)
+    w.add_uint32(k(Keys.LLM.EMBEDDING_LENGTH), p.n_embd)
+    w.add_uint32(k(Keys.LLM.BLOCK_COUNT), p.n_layer)
+    w.add_uint32(k(Keys.LLM.FEED_FORWARD_LENGTH), p.n_ff_exp)
+    w.add_uint32(k(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH), p.n_ff_exp)
+    w.add_uint32(k(Keys.LLM.EXPERT_COUNT), p.n_expert)
+    w.add_uint32(k(Keys.LLM.EXPERT_USED_COUNT), p.n_expert_used)
+    w.add_uint32(k(Keys.LLM.VOCAB_SIZE), n_vocab)
+    w.add_uint32(k(Keys.Attention.HEAD_COUNT), p.n_head)
+    w.add_uint32(k(Keys.Attention.HEAD_COUNT_KV), p.n_head_kv)
+    w.add_uint32(k(Keys.Attention.KEY_LENGTH), p.head_dim)
+    w.add_uint32(k(Keys.Attention.VALUE_LENGTH), p.head_dim)
+    w.add_float32(k(Keys.Attention.LAYERNORM_RMS_EPS), p.rms_eps)
+    w.add_float32(k(Keys.Rope.FREQ_BASE), p.rope_freq_base)
+    if p.arch == "qwen3moe":
+        w.add_uint32(k(Keys.Rope.DIMENSION_COUNT), p.head_dim)
+    else:
+        rd, secs = p.qwen35_rope()
+        w.add_uint32(k(Keys.Rope.DIMENSION_COUNT), rd)
+        w.add_array(k(Keys.Rope.DIMENSION_SECTIONS), list(secs))
+        w.add_uint32(k(Keys.LLM.EXPERT_SHARED_FEED_FORWARD_LENGTH), p.n_ff_shexp)
+        w.add_uint32(k(Keys.LLM.FULL_ATTENTION_INTERVAL), p.full_attention_interval)
+        w.add_uint32(k(Keys.SSM.CONV_KERNEL), p.ssm_d_conv)
+        w.add_uint32(k(Keys.SSM.STATE_SIZE), p.ssm_d_state)
+        w.add_uint32(k(Keys.SSM.GROUP_COUNT), p.ssm_n_group)
+        w.add_uint32(k(Keys.SSM.TIME_STEP_RANK), p.ssm_dt_rank)
+        w.add_uint32(k(Keys.SSM.INNER_SIZE), p.ssm_d_state * p.ssm_dt_rank)
+    w.add_uint32(Keys.General.FILE_TYPE, FILE_TYPE[dtype])
+
+
+def write_synthetic_moe(path: str | Path, vocab_gguf: str | Path, *, arch: str = "qwen3moe", seed: int = 0,
+                        dtype: str = "F16", std: float = 0.02, params: MoeParams | None = None,
+                        **hparams) -> dict:
+    """Write a synthetic MoE GGUF to path (atomically) and return what was written.
+
+    Hyperparameters come from `params` and/or keyword arguments (MoeParams' fields: n_layer, n_embd,
+    n_head, n_head_kv, head_dim, n_expert, n_expert_used, n_ff_exp, ctx, tie_embeddings, ...)."""
+    from gguf import GGUFValueType, GGUFWriter, Keys
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r}: choose F16 or F32 (quantize afterwards with llama-quantize)")
+    if not (std > 0 and math.isfinite(std)):
+        raise ConfigError(f"std must be a positive finite number, got {std}")
+    p = dataclasses.replace(params, **hparams) if params is not None else MoeParams(arch=arch, **hparams)
+    p.validate()
+    tok = read_tokenizer(vocab_gguf)
+    specs = tensor_plan(p, tok.n_vocab)
+    summary = plan_summary(p, tok.n_vocab, dtype)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    t0 = time.monotonic()
+    hp = dataclasses.asdict(p)
+    provenance = {"generator": "ggufbench.synth", "seed": seed, "std": std, "dtype": dtype,
+                  "vocab": tok.path.name, "hparams": hp}
+    w = GGUFWriter(str(tmp), p.arch)
+    try:
+        w.add_name(f"synthetic-{p.arch}")
+        w.add_string(Keys.General.DESCRIPTION, "random weights, not a trained model: " + json.dumps(provenance))
+        _kv(w, p.arch, p, tok.n_vocab, dtype)
+        for key, value, vtype, sub in tok.fields:
+            w.add_key_value(key, value, GGUFValueType(vtype), None if sub is None else GGUFValueType(sub))
+        for s in specs:
+            w.add_tensor_info(s.name, s.shape, np.dtype(s.dtype(dtype)), s.nbytes(dtype))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for s in specs:
+            w.write_tensor_data(_values(s, dtype, seed, std))
+        w.close()
+        tmp.replace(path)
+    finally:
+        w.close()
+        tmp.unlink(missing_ok=True)
+    return {"path": str(path), "arch": p.arch, "hparams": hp, "dtype": dtype, "seed": seed, "std": std,
+            "n_vocab": tok.n_vocab, "vocab_gguf": str(tok.path), "vocab_sha256": _sha256(tok.path),
+            "tokenizer_keys": [k for k, *_ in tok.fields], **summary,
+            "file_size": path.stat().st_size, "write_seconds": round(time.monotonic() - t0, 3)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# Size targeting -----------------------------------------------------------------------------------------
+
+# Shapes for the GPU run: the real models' widths (n_embd 2048, GQA, vocabulary 151,936, untied output), fewer
+# layers and experts so that the experts carry most of a few-GB file and --n-cpu-moe moves it in steps of
+# one layer's experts. plan_for_size then picks n_ff_exp for the target size.
+PRESETS: dict[str, MoeParams] = {
+    "tiny": MoeParams(),
+    "tiny-qwen35moe": MoeParams(arch="qwen35moe"),
+    # after Qwen3-30B-A3B (48 layers, 128 experts of n_ff_exp 768, 8 routed, 32/4 heads of 128)
+    "qwen3moe-gpu": MoeParams(arch="qwen3moe", n_layer=24, n_embd=2048, n_head=16, n_head_kv=4, head_dim=128,
+                              n_expert=32, n_expert_used=4, n_ff_exp=768, ctx=32768, tie_embeddings=False),
+    # after Qwen3.5-35B-A3B (40 layers, 256 experts of n_ff_exp 512 + a shared one, 8 routed, 16/2 heads of
+    # 256, gated delta net with 16 K / 32 V heads of 128, partial RoPE 64 in IMRoPE sections 11/11/10)
+    "qwen35moe-gpu": MoeParams(arch="qwen35moe", n_layer=16, n_embd=2048, n_head=16, n_head_kv=2,
+                               head_dim=256, n_expert=32, n_expert_used=4, n_ff_exp=512, n_ff_shexp=512,
+                               ctx=32768, tie_embeddings=False, ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16,
+                               ssm_dt_rank=32, rope_dim=64, rope_sections=(11, 11, 10, 0)),
+}
+
+# Bytes per weight of 2-D/3-D tensors after llama-quantize to these types (blocks of 32 or 256 weights).
+QUANT_BYTES_PER_WEIGHT = {"F32": 4.0, "F16": 2.0, "BF16": 2.0, "Q8_0": 34 / 32, "Q6_K": 210 / 256,
+                          "Q5_K_M": 176 / 256, "Q4_K_M": 144 / 256, "Q4_0": 18 / 32}
+
+
+def header_bytes(vocab_gguf: str | Path, n_tensors: int) -> int:
+    """About the size of the synthetic file's header: the vocab GGUF's (all tokenizer), ~100 bytes of
+    tensor info per tensor, and a few KB of hyperparameters."""
+    return Path(vocab_gguf).stat().st_size + 100 * n_tensors + 4096
+
+
+def estimate_bytes(p: MoeParams, n_vocab: int, qtype: str = "F16", header: int = 6_000_000) -> int:
+    """File size of p as qtype: F32 for 1-D/router/conv tensors, qtype's bytes per weight for the rest
+    (an estimate for the K-quant mixes, whose tensors differ in type), plus the header."""
+    bpw = QUANT_BYTES_PER_WEIGHT.get(qtype)
+    if bpw is None:
+        raise ConfigError(f"no size model for {qtype!r}; known: {', '.join(QUANT_BYTES_PER_WEIGHT)}")
+    total = header
+    for s in tensor_plan(p, n_vocab):
+        total += s.n_elements * (4 if s.keep_f32 or len(s.shape) == 1 else bpw)
+    return int(total)
+
+
+def plan_for_size(target_bytes: int, n_vocab: int, *, base: MoeParams | str = "qwen3moe-gpu",
+                  qtype: str = "F16", ff_multiple: int = 32, header: int = 6_000_000,
+                  **overrides) -> MoeParams:
+    """The base shape with n_ff_exp chosen (a multiple of ff_multiple, so every quant's blocks fit) for a
+    file of about target_bytes as qtype. Layers, widths and experts stay as given: the experts carry the
+    size, as in the real MoEs, so --n-cpu-moe N moves about N/n_layer of it."""
+    if isinstance(base, str):
+        if base not in PRESETS:
+            raise ConfigError(f"unknown preset {base!r}; known: {', '.join(PRESETS)}")
+        base = PRESETS[base]
+    p = dataclasses.replace(base, **overrides)
+    one = estimate_bytes(dataclasses.replace(p, n_ff_exp=ff_multiple), n_vocab, qtype, header)
+    per_unit = estimate_bytes(dataclasses.replace(p, n_ff_exp=2 * ff_multiple), n_vocab, qtype, header) - one
+    fixed = one - per_unit  # the size is linear in n_ff_exp: fixed + per_unit * n_ff_exp / ff_multiple
+    units = int((target_bytes - fixed) // per_unit)
+    if units < 1:
+        raise ConfigError(f"a target of {target_bytes / 1e9:.3f} GB is too small for this shape: embeddings and "
+                          f"attention alone take {fixed / 1e9:.3f} GB, one step of n_ff_exp {ff_multiple} adds "
+                          f"{per_unit / 1e9:.3f} GB; lower n_embd or n_layer, or raise the target")
+    return dataclasses.replace(p, n_ff_exp=units * ff_multiple)
+
+
+# Workflow ---------------------------------------------------------------------------------------------------
+
+SPEC_KEYS = {"arch", "vocab", "preset", "target_gb", "target_gib", "hparams", "seed", "dtype", "std", "llama_source"}
+
+
+def resolve_vocab(vocab: str, llama_source: dict | None, cache: Path, log: str | Path | None = None) -> Path:
+    """A vocab GGUF path, or a bare name (`qwen2`, `qwen35`) looked up as models/ggml-vocab-<name>.gguf in the
+    llama.cpp source tree of `llama_source` (a build's `source:` config)."""
+    if vocab.endswith(".gguf") or "/" in vocab:
+        path = Path(vocab).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"synthetic.vocab: {path} does not exist")
+        return path
+    if llama_source is None:
+        raise ConfigError(f"synthetic.vocab {vocab!r} is a name: it needs a build's llama.cpp source to look "
+                          "up models/ggml-vocab-<name>.gguf in (or give a path to a .gguf)")
+    from .build import fetch_source
+
+    src, _ = fetch_source(llama_source, cache, log)
+    path = src / "models" / f"ggml-vocab-{vocab}.gguf"
+    if not path.is_file():
+        have = sorted(p.name[len("ggml-vocab-"):-len(".gguf")] for p in (src / "models").glob("ggml-vocab-*.gguf"))
+        raise ConfigError(f"synthetic.vocab {vocab!r}: {src}/models has no {path.name}; it has {', '.join(have)}")
+    return path
+
+
+def make_model_source(spec: dict, dest: Path, cache: Path, llama_source: dict | None = None,
+                      log: str | Path | None = None) -> dict:
+    """A model's `source: {synthetic: {...}}`: write the GGUF to dest and return its origin record.
+
+    spec: arch (qwen3moe | qwen35moe), vocab (a name such as qwen2 / qwen35, or a .gguf path), preset (a key of
+    PRESETS; default tiny / tiny-qwen35moe, or qwen3moe-gpu / qwen35moe-gpu with a target), target_gb or
+    target_gib (n_ff_exp chosen for about that size as dtype), hparams (MoeParams overrides), seed, dtype, std;
+    and llama_source (a build's `source:`, where a vocab name is looked up) if not given as an argument."""
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"models.*.source.synthetic: unknown keys {sorted(unknown)}; known: {sorted(SPEC_KEYS)}")
+    arch = spec.get("arch", "qwen3moe")
+    target = spec.get("target_gb", 0) * 1e9 or spec.get("target_gib", 0) * 2**30 or None
+    preset = spec.get("preset") or (("qwen35moe-gpu" if arch == "qwen35moe" else "qwen3moe-gpu") if target
+                                    else ("tiny-qwen35moe" if arch == "qwen35moe" else "tiny"))
+    if preset not in PRESETS:
+        raise ConfigError(f"models.*.source.synthetic.preset {preset!r}; known: {', '.join(PRESETS)}")
+    hp = dict(spec.get("hparams") or {})
+    unknown = set(hp) - {f.name for f in dataclasses.fields(MoeParams)}
+    if unknown:
+        raise ConfigError(f"models.*.source.synthetic.hparams: unknown {sorted(unknown)}")
+    p = dataclasses.replace(PRESETS[preset], arch=arch, **hp)
+    dtype = spec.get("dtype", "F16")
+    vocab = resolve_vocab(str(spec.get("vocab", "qwen35" if arch == "qwen35moe" else "qwen2")),
+                          llama_source or spec.get("llama_source"), cache, log)
+    if target:
+        if "n_ff_exp" in hp:
+            raise ConfigError("models.*.source.synthetic: hparams.n_ff_exp and a size target contradict")
+        n_vocab = read_tokenizer(vocab).n_vocab
+        p = plan_for_size(int(target), n_vocab, base=p, qtype=dtype,
+                          header=header_bytes(vocab, len(tensor_plan(p, n_vocab))))
+    rec = write_synthetic_moe(dest, vocab, params=p, seed=int(spec.get("seed", 0)), dtype=dtype,
+                              std=float(spec.get("std", 0.02)))
+    return {"kind": "synthetic", "preset": preset, "target_bytes": int(target) if target else None, **rec}
+
+
+# CLI ----------------------------------------------------------------------------------------------------
+
+def _default_vocab(arch: str) -> Path | None:
+    """ggml-vocab-qwen2/qwen35.gguf from a llama.cpp source tree in the build cache, if there is one."""
+    from .build import cache_dir
+
+    name = "ggml-vocab-qwen35.gguf" if arch == "qwen35moe" else "ggml-vocab-qwen2.gguf"
+    found = sorted(cache_dir().glob(f"sources/*/**/models/{name}"))
+    return found[0] if found else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ggufbench.synth", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="the GGUF to write")
+    ap.add_argument("--vocab", type=Path, help="vocab-only GGUF whose tokenizer.* keys are copied "
+                    "(default: llama.cpp's models/ggml-vocab-qwen2.gguf, or -qwen35 for qwen35moe, from the "
+                    "build cache's source trees)")
+    ap.add_argument("--arch", choices=ARCHS, help="default: the preset's")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="shape to start from (default: tiny, or "
+                    "qwen3moe-gpu / qwen35moe-gpu with --target-gb)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--target-gb", type=float, help="choose n_ff_exp for about this file size (10^9 bytes)")
+    size.add_argument("--target-gib", type=float, help="the same in GiB (2^30 bytes)")
+    for name in ("n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_expert", "n_expert_used",
+                 "n_ff_exp", "ctx", "n_ff_shexp"):
+        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
+    ap.add_argument("--untied", action="store_true", help="write output.weight (default: per preset)")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="F16")
+    ap.add_argument("--quantize", metavar="TYPE", help="then llama-quantize to TYPE (e.g. Q8_0) in place "
+                    "of --out; the size target then counts TYPE's bytes per weight")
+    ap.add_argument("--llama-quantize", type=Path, help="the llama-quantize binary for --quantize")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--std", type=float, default=0.02)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--dry-run", action="store_true", help="print the chosen shape and sizes, write nothing")
+    a = ap.parse_args(argv)
+
+    target = a.target_gb * 1e9 if a.target_gb else a.target_gib * 2**30 if a.target_gib else None
+    preset = a.preset or (("qwen35moe-gpu" if a.arch == "qwen35moe" else "qwen3moe-gpu") if target
+                          else ("tiny-qwen35moe" if a.arch == "qwen35moe" else "tiny"))
+    over = {k: getattr(a, k) for k in ("n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_expert",
+                                       "n_expert_used", "n_ff_exp", "ctx", "n_ff_shexp") if getattr(a, k)}
+    if a.arch:
+        over["arch"] = a.arch
+    if a.untied:
+        over["tie_embeddings"] = False
+    p = dataclasses.replace(PRESETS[preset], **over)
+    vocab = a.vocab or _default_vocab(p.arch)
+    if vocab is None:
+        ap.error("--vocab is needed: no llama.cpp source tree with models/ggml-vocab-*.gguf in the build cache")
+    if a.quantize and not a.llama_quantize and not a.dry_run:
+        ap.error("--quantize needs --llama-quantize PATH")
+    n_vocab = read_tokenizer(vocab).n_vocab
+    if target:
+        if "n_ff_exp" in over:
+            ap.error("--n-ff-exp and a size target contradict: the target chooses n_ff_exp")
+        p = plan_for_size(int(target), n_vocab, base=p, qtype=a.quantize or a.dtype,
+                          header=header_bytes(vocab, len(tensor_plan(p, n_vocab))))
+    est = estimate_bytes(p, n_vocab, a.quantize or a.dtype, header_bytes(vocab, len(tensor_plan(p, n_vocab))))
+    print(json.dumps({"hparams": dataclasses.asdict(p), "n_vocab": n_vocab, "estimated_bytes": est,
+                      **plan_summary(p, n_vocab, a.dtype)}, indent=1), file=sys.stderr)
+    if a.dry_run:
+        return 0
+    raw = a.out.with_name(a.out.stem + f".{a.dtype}.gguf") if a.quantize else a.out
+    rec = write_synthetic_moe(raw, vocab, params=p, seed=a.seed, dtype=a.dtype, std=a.std)
+    if a.quantize:
+        from .models import quantize
+
+        quantize(a.llama_quantize, raw, a.out, a.quantize, a.threads)
+        raw.unlink()
+        rec.update(path=str(a.out), quantized_to=a.quantize, file_size=a.out.stat().st_size,
+                   unquantized_file_size=rec["file_size"])
+    print(json.dumps(rec, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except GgufbenchError as e:
+        sys.exit(f"error: {e}")
