@@ -28,3 +28,13 @@ rule all:
     default_target: True
     input:
         "reports/summary.html",
+
+
+# Light jobs run where snakemake runs, not as cluster jobs (a Slurm job would cost more than they do); the
+# corpus and model-source fetches also need the network, which compute nodes often lack.
+localrules:
+    make_corpus,
+    fetch_model_source,
+    aggregate,
+    figures,
+    summary_report,
