@@ -4,7 +4,7 @@
 # llama.cpp and model part 1), then `demo` (carries model part 2 and the corpus). Prepare .carry/ with
 # tools/device/prepare.sh on the CPU machine.
 set -euo pipefail
-stage=${1:?usage: run.sh build NAME | demo}
+stage=${1:?usage: run.sh build NAME | demo | moe}
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v "^WARNING: Target" || true
 export PYTHONPATH=/tmp/site GGUFBENCH_CACHE=/tmp/ggufbench-cache PYTHONUNBUFFERED=1
 sm=(python3 -m snakemake --configfile tools/device/demo-cuda.yaml --cores 16 --scheduler greedy)
@@ -24,4 +24,14 @@ case $stage in
     echo "demo wall seconds (build reused): $(( $(date +%s) - start ))" | tee "$out/wall.txt"
     tar -czf "$out/demo-cuda.tar.gz" results/tables results/builds/*/build.json reports logs benchmarks \
       results/perplexity results/kld results/kld-base results/bench ;;
+  moe)
+    # the whole issue-5 run in one call: build, synthetic MoE, strategies, tuner; whatever finished comes back
+    sm=(python3 -m snakemake --configfile tools/device/moe-cuda.yaml --cores 16 --scheduler greedy --keep-going)
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+    t=results/bench/cuda/synth-moe/F16
+    timeout "${MOE_TIMEOUT:-390}" "${sm[@]}" results/builds/cuda/build.json $t/all-gpu.json $t/exps-cpu.json \
+      $t/n-cpu-moe.json $t/fit-256.json results/tune/cuda/synth-moe/F16/vram-1.5GiB.json 2>&1 \
+      | grep -E "Finished|Error|rror:|steps" || true
+    tar -czf "$out/moe-cuda.tar.gz" results/bench results/tune results/builds/*/build.json \
+      results/models/synth-moe/source/source.json logs benchmarks 2>/dev/null || true ;;
 esac
