@@ -160,8 +160,6 @@ def bench_job(tool, build_json, manifest, plan: dict, strategy: str, spec: dict,
               log) -> dict:
     """One offload strategy of one quant: a llama-bench call per setting (N of --n-cpu-moe, KV type, -b, -ub),
     each with its own NVML VRAM peak; threads, prompt/gen sizes and depth swept inside each call."""
-    from .config import kv_pair
-
     build = read_json(build_json)
     gpu_build = build.get("backend") == "CUDA"
     thread_list = plan.get("threads") or [threads]
