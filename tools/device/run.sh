@@ -30,7 +30,7 @@ case $stage in
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
     t=results/bench/cuda/synth-moe/F16
     timeout "${MOE_TIMEOUT:-390}" "${sm[@]}" results/builds/cuda/build.json $t/all-gpu.json $t/exps-cpu.json \
-      $t/n-cpu-moe.json $t/fit-256.json results/tune/cuda/synth-moe/F16/vram-1.5GiB.json 2>&1 \
+      $t/n-cpu-moe.json $t/fit-256.json results/tune/cuda/synth-moe/F16/vram-2.5GiB.json 2>&1 \
       | grep -E "Finished|Error|rror:|steps" || true
     tar -czf "$out/moe-cuda.tar.gz" results/bench results/tune results/builds/*/build.json \
       results/models/synth-moe/source/source.json logs benchmarks 2>/dev/null || true ;;
