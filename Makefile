@@ -1,13 +1,17 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   -> installs into .venv, builds llama.cpp, runs the offline demo, writes reports/summary.html
-#   make test   -> installs into .venv, runs ruff, snakemake --lint and pytest (unit + end-to-end on the demo)
+#   make test   -> installs missing system packages (tools/system-deps.sh, as root), then into .venv, and runs
+#                  ruff, snakemake --lint and pytest (unit, the demo end to end, Slurm, headless Chromium)
 PYTHON ?= python3
 VENV   ?= .venv
 CORES  ?= $(shell nproc 2>/dev/null || echo 2)
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install lint clean-results
+.PHONY: demo test install lint system-deps clean-results
 install: $(VENV)/.installed
+
+system-deps:
+	bash tools/system-deps.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +27,7 @@ lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
-test: lint
+test: system-deps lint
 	$(BIN)/pytest -v -rs
 
 clean-results:
