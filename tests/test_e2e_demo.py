@@ -181,3 +181,19 @@ def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
     assert builds == {"cpu"}
     assert "quantize_gguf" not in counts and "fetch_model_source" not in counts and "make_corpus" not in counts
     assert counts["build_llama_cpp"] == 1 and counts["perplexity"] == 18 and counts["kld"] == 17
+
+
+def test_demo_report_in_chromium(demo, tmp_path, capsys):
+    """The report this very run made, in headless Chromium: no console error, no request beyond the page,
+    every figure decoded, the scoreboard has the six quants, the missing GPU is said, not hidden."""
+    from .test_report_browser import CHROMIUM, render
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on PATH (tools/system-deps.sh installs it as root)")
+    workdir, _ = demo
+    info, problems, png = render(workdir / "reports/summary.html", tmp_path, "e2e-demo", capsys)
+    assert problems == []
+    assert len(info["imgs"]) == 7 and all(i["complete"] and i["w"] > 0 for i in info["imgs"])
+    rows = {t["id"]: t["rows"] for t in info["tables"]}
+    assert rows["scoreboard-cpu-smollm2-135m"] == 6
+    assert any("No VRAM measured" in e for e in info["empty"])

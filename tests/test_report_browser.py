@@ -54,9 +54,8 @@ def _problems(events: list[dict], page_url: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("run", ["cpu-demo", "h200-demo"])
-def test_report_renders_in_chromium(run, tmp_path, capsys):
-    page = build_report(run, tmp_path / "reports", config_for(run, **BUDGETS[run]))
+def render(page, tmp_path, name: str, capsys) -> tuple[dict, list[str], object]:
+    """Load page in headless Chromium: (what the page holds, the problems seen, the screenshot's path)."""
     url = page.resolve().as_uri()
     browser = Browser(CHROMIUM, tmp_path / "profile", tmp_path / "chromium.log")
     try:
@@ -83,15 +82,21 @@ def test_report_renders_in_chromium(run, tmp_path, capsys):
     finally:
         browser.close()
 
-    png = tmp_path / f"summary-{run}.png"
+    png = tmp_path / f"summary-{name}.png"
     png.write_bytes(base64.b64decode(shot["data"]))
     keep = REPO / "reports" / "browser-test"
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(png, keep / png.name)
     with capsys.disabled():
         print(f"\n[report browser test] screenshot: {png} (copy: {keep / png.name})")
+    return info, _problems(events, url), png
 
-    assert _problems(events, url) == [], (tmp_path / "chromium.log").read_text(errors="replace")[-3000:]
+
+@pytest.mark.parametrize("run", ["cpu-demo", "h200-demo"])
+def test_report_renders_in_chromium(run, tmp_path, capsys):
+    page = build_report(run, tmp_path / "reports", config_for(run, **BUDGETS[run]))
+    info, problems, png = render(page, tmp_path, run, capsys)
+    assert problems == [], (tmp_path / "chromium.log").read_text(errors="replace")[-3000:]
     assert png.stat().st_size > 50_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # every image decoded and drawn: embedded PNGs, none broken
