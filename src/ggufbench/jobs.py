@@ -18,6 +18,7 @@ from .models import gguf_metadata, model_path, model_provenance
 from .nvml import VramSampler, gpu_info
 from .perplexity import parse_kld, parse_perplexity
 from .runner import read_json, run_tool, write_json
+from .tuner import Probe, tune_n_cpu_moe
 
 
 def cpu_name() -> str:
@@ -199,10 +200,19 @@ def bench_job(tool, build_json, manifest, plan: dict, strategy: str, spec: dict,
     return record
 
 
+def tune_probe(n_cpu_moe: int, jsonl: str, vram_mib: float, log) -> Probe:
+    """One tuner probe from a llama-bench call's JSONL: the generation row's median speed (and the prompt row's,
+    when there is one) with the call's VRAM peak."""
+    rows = [bench_mod.summarize(x, True, 5.0) for x in bench_mod.parse_bench_jsonl(jsonl)]
+    tg = next((x for x in rows if x.get("n_gen")), None)
+    if tg is None:
+        raise ToolFailed(f"llama-bench exited 0 but wrote no generation row for -ncmoe {n_cpu_moe} (see {log})")
+    pp = next((x["median_ts"] for x in rows if x.get("n_prompt") and not x.get("n_gen")), None)
+    return Probe(n_cpu_moe, tg["median_ts"], vram_mib, pp)
+
+
 def tune_job(tool, build_json, manifest, budget_gib: float, plan: dict, threads: int, run: dict, out, log) -> dict:
     """The --n-cpu-moe that generates fastest within a VRAM budget, searched on measured VRAM (tuner.py)."""
-    from .tuner import Probe, tune_n_cpu_moe
-
     model = model_path(manifest)
     meta = gguf_metadata(model)
     info = gpu_info()
@@ -217,15 +227,18 @@ def tune_job(tool, build_json, manifest, budget_gib: float, plan: dict, threads:
         write_json(out, record)
         return record
     gen = int(plan.get("gen", 64))
+    # A prompt is processed too: its compute buffers (for a 152K vocabulary the logits of one ubatch alone are
+    # ~300 MiB) are part of what a server needs, and a generation-only probe would miss them (measured: tg-only
+    # probes read 296 MiB under the pp512+tg64 calls at the same N on the H200).
+    prompt = int(plan.get("prompt", 512))
 
     def measure(n: int) -> Probe:
-        cmd = [tool, "-m", model, "-o", "jsonl", "-p", "0", "-n", gen, "-r", plan.get("repetitions", 3),
+        cmd = [tool, "-m", model, "-o", "jsonl", "-p", prompt, "-n", gen, "-r", plan.get("repetitions", 3),
                "-t", threads, "-fa", run.get("flash_attn", "on"), "-ngl", run.get("n_gpu_layers", 99),
                "-ncmoe", n]
         with VramSampler() as vram:
             r = run_tool(cmd, log, separate_stdout=True)
-        row = bench_mod.summarize(bench_mod.parse_bench_jsonl(r.stdout)[0], True, 5.0)
-        return Probe(n, row["median_ts"], vram.result.peak_delta_mib)
+        return tune_probe(n, r.stdout, vram.result.peak_delta_mib, log)
 
     res = tune_n_cpu_moe(measure, int(meta["block_count"]), budget_gib * 1024)
     record["result"] = {"status": "measured", **res.to_dict()}

@@ -100,7 +100,8 @@ def tune_rows(records: list[dict]) -> pd.DataFrame:
         row = _flat({**r, "params": {"budget_gib": r["params"]["budget_gib"]}}, {})
         row.update(status=res["status"], reason=res.get("reason") or res.get("note"),
                    best_n_cpu_moe=best.get("n_cpu_moe"), best_tg_ts=best.get("tg_ts"),
-                   best_vram_mib=best.get("vram_mib"), n_runs=len(res.get("probes", [])) or None,
+                   best_vram_mib=best.get("vram_mib"), best_pp_ts=best.get("pp_ts"),
+                   n_runs=len(res.get("probes", [])) or None,
                    full_sweep_runs=res.get("full_sweep_runs"), probes=json.dumps(res.get("probes", [])))
         rows.append(row)
     return _order(pd.DataFrame(rows))

@@ -17,6 +17,7 @@ class Probe:
     n_cpu_moe: int
     tg_ts: float
     vram_mib: float
+    pp_ts: float | None = None
 
     def fits(self, budget_mib: float) -> bool:
         return self.vram_mib <= budget_mib
