@@ -19,7 +19,18 @@ include: "rules/build.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/perplexity.smk"
-include: "rules/kld.smk"
+
+
+# kld.mode picks how the baseline logits are kept: one file for kld.chunks chunks, or shards in bounded disk
+if KLD_MODE == "sharded":
+
+    include: "rules/kld_sharded.smk"
+
+else:
+
+    include: "rules/kld.smk"
+
+
 include: "rules/bench.smk"
 include: "rules/report.smk"
 

@@ -30,6 +30,8 @@ BUILDS = list(config["builds"])
 MODELS = list(config["models"])
 PPL = config["perplexity"]
 KLD = config["kld"]
+KLD_MODE = plan.kld_mode(config)
+KLD_SHARDED = canonical(KLD.get("sharded") or {})
 BENCH = canonical(config["bench"])
 TUNER = canonical(config.get("tuner") or {})
 RUN = canonical(config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"}))
@@ -45,6 +47,7 @@ wildcard_constraints:
     ctx="[0-9]+",
     strategy="[A-Za-z0-9._+-]+",
     budget="[0-9]+(\\.[0-9]+)?",
+    shard="[0-9]+",
 
 
 # --- builds -----------------------------------------------------------------------------------------
@@ -206,6 +209,50 @@ def kld_inputs(wildcards):
     base = f"results/kld-base/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}_kv-{plan.kld_base_kv(config)}"
     inputs.update(logits=f"{base}.logits", base_record=f"{base}.json")
     return inputs
+
+
+def kld_shard_plan_inputs(wildcards):
+    inputs = run_inputs(wildcards, "llama-tokenize", KLD["corpus"], quant=get_baseline(wildcards.model))
+    return {"tokenize": inputs.pop("tool"), **inputs}
+
+
+def kld_shard_dir(wildcards):
+    return f"results/kld-shards/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}"
+
+
+def kld_shard_runs(wildcards):
+    """The [quant, kv] KLD passes every shard of this build and model makes (the plan's KLD runs)."""
+    return [[r.quant, r.kv] for r in plan.kld_runs(config)
+            if r.kind == "kld" and (r.build, r.model) == (wildcards.build, wildcards.model)]
+
+
+def kld_shard_quants(wildcards):
+    return list(dict.fromkeys(q for q, _ in kld_shard_runs(wildcards)))
+
+
+def kld_shard_inputs(wildcards):
+    inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
+    inputs.pop("corpus")  # the shard's text is made from the tokens, not read from the corpus
+    d = kld_shard_dir(wildcards)
+    return {**inputs, "base_manifest": inputs.pop("manifest"), "plan": f"{d}/plan.json", "tokens": f"{d}/tokens.json",
+            "manifests": [get_manifest(wildcards.model, q) for q in kld_shard_quants(wildcards)]}
+
+
+def kld_shard_disk_mb(wildcards, input):
+    """The shard's logits file, exactly as forecast in the plan, in MB."""
+    import json
+
+    shard_bytes = json.loads(Path(input.plan).read_text())["result"]["shard_logits_bytes"][int(wildcards.shard)]
+    return max(1, -(-shard_bytes // 1_000_000))
+
+
+def get_kld_shard_records(wildcards):
+    """Every shard's record, once checkpoint kld_shard_plan has said how many shards there are."""
+    import json
+
+    out = checkpoints.kld_shard_plan.get(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx).output
+    n = json.loads(Path(out.plan).read_text())["result"]["n_shards"]
+    return [f"{kld_shard_dir(wildcards)}/shard-{i}.json" for i in range(n)]
 
 
 def get_tune_results():

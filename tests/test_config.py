@@ -194,3 +194,34 @@ def test_schema_max_logits_must_be_positive(demo):
 def test_schema_names_become_paths(demo):
     demo["models"]["smollm2 135m"] = demo["models"].pop("smollm2-135m")
     assert "does not match" in _schema_error(demo)
+
+
+def test_kld_chunks_is_required_in_mode_chunks_only(demo):
+    del demo["kld"]["chunks"]
+    validate(demo, SCHEMA)
+    with pytest.raises(ConfigError, match=r"kld.chunks: mode chunks needs it .* kld.mode: sharded"):
+        check_config(demo)
+    demo["kld"]["mode"] = "sharded"
+    validate(demo, SCHEMA)
+    check_config(demo)
+
+
+def test_kld_sharded_settings_need_mode_sharded(demo):
+    demo["kld"]["sharded"] = {"disk_budget_gib": 2}
+    validate(demo, SCHEMA)
+    with pytest.raises(ConfigError, match=r"kld.sharded: only read in mode sharded"):
+        check_config(demo)
+    demo["kld"]["mode"] = "sharded"
+    validate(demo, SCHEMA)
+    check_config(demo)
+    assert demo["kld"]["sharded"]["parallel"] == 1
+
+
+def test_schema_kld_mode_and_budget(demo):
+    demo["kld"]["mode"] = "shards"
+    with pytest.raises(WorkflowError, match="shards"):
+        validate(demo, SCHEMA)
+    demo["kld"]["mode"] = "sharded"
+    demo["kld"]["sharded"] = {"disk_budget_gib": 0}
+    with pytest.raises(WorkflowError, match="disk_budget_gib"):
+        validate(demo, SCHEMA)

@@ -12,58 +12,24 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from ggufbench import synth
 from ggufbench.bench import parse_bench_jsonl
-from ggufbench.build import TOOLS, build_llama_cpp, cache_dir, fetch_source
-from ggufbench.errors import ConfigError, GgufbenchError
+from ggufbench.build import cache_dir
+from ggufbench.errors import ConfigError
 from ggufbench.perplexity import parse_perplexity
 
-from .workflow import REPO
+from .conftest import demo_build
 
 VOCAB = {"qwen3moe": "ggml-vocab-qwen2.gguf", "qwen35moe": "ggml-vocab-qwen35.gguf"}
 EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # common.h LLM_FFN_EXPS_REGEX; -ncmoe adds blk\.N
 OVERRIDE_LOG = re.compile(r"tensor (\S+) \(.*\) buffer type overridden to CPU")
-
-
-def _demo_build() -> dict:
-    return yaml.safe_load((REPO / "config/demo.yaml").read_text())["builds"]["cpu"]
-
-
-@pytest.fixture(scope="module")
-def llama_bin(tmp_path_factory) -> Path:
-    env = os.environ.get("GGUFBENCH_LLAMA_BIN")
-    if env:
-        missing = [t for t in TOOLS if not (Path(env) / t).is_file()]
-        assert not missing, f"GGUFBENCH_LLAMA_BIN={env} lacks {missing}"
-        return Path(env)
-    local = REPO / "results/builds/cpu/bin"
-    if all((local / t).is_file() for t in TOOLS):
-        return local
-    out = tmp_path_factory.mktemp("llama")
-    try:
-        build_llama_cpp("cpu", _demo_build(), out, jobs=os.cpu_count() or 1, log=out / "build.log")
-    except (GgufbenchError, OSError) as e:
-        pytest.skip(f"no llama.cpp CPU build: none in $GGUFBENCH_LLAMA_BIN or {local}, and building the demo's "
-                    f"failed: {e}")
-    return out / "bin"
-
-
-@pytest.fixture(scope="module")
-def llama_src() -> Path:
-    try:
-        src, _ = fetch_source(_demo_build()["source"], cache_dir())
-    except (GgufbenchError, OSError) as e:
-        pytest.skip(f"the demo's llama.cpp source tree (for models/ggml-vocab-*.gguf) is not available: {e}")
-    return src
 
 
 @pytest.fixture(scope="module", params=list(VOCAB))
@@ -281,7 +247,7 @@ def test_size_target_lands_on_the_written_file(llama_src, tmp_path):
 
 def test_workflow_source_spec(llama_src, tmp_path):
     """models.*.source.synthetic as the workflow would pass it: the vocab by name from a build's source."""
-    source = _demo_build()["source"]
+    source = demo_build()["source"]
     rec = synth.make_model_source({"arch": "qwen35moe", "vocab": "qwen35", "hparams": {"n_layer": 8}, "seed": 1},
                                   tmp_path / "model.gguf", cache_dir(), llama_source=source)
     assert rec["kind"] == "synthetic" and rec["preset"] == "tiny-qwen35moe" and rec["hparams"]["n_layer"] == 8

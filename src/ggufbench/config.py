@@ -29,6 +29,12 @@ def check_config(config: dict) -> None:
         if corpus not in config["corpora"]:
             problems.append(f"{section}.corpus: {corpus!r} is not a key of corpora "
                             f"({', '.join(config['corpora'])})")
+    kld = config["kld"]
+    if kld.get("mode", "chunks") == "chunks" and kld.get("chunks") is None:
+        problems.append("kld.chunks: mode chunks needs it (the baseline logits are kept for that many chunks); "
+                        "or set kld.mode: sharded to score the whole corpus in bounded disk")
+    if "sharded" in kld and kld.get("mode", "chunks") != "sharded":
+        problems.append("kld.sharded: only read in mode sharded; set kld.mode: sharded or remove it")
     ctxs = config["perplexity"]["ctx"]
     for key in (config["perplexity"].get("chunks_by_ctx") or {}):
         if int(key) not in ctxs:

@@ -89,14 +89,19 @@ def perplexity_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv
     return record
 
 
-def count_tokens(tokenize_bin: Path, model: Path, corpus: Path, log) -> int:
-    """Tokens llama-perplexity will see (same tokenizer, BOS as the model wants; vocab-only load)."""
-    r = run_tool([tokenize_bin, "-m", model, "-f", corpus, "--ids", "--log-disable"], log,
+def tokenize_ids(tokenize_bin: Path, model: Path, corpus: Path, log) -> list[int]:
+    """The token ids llama-perplexity will see: same tokenizer, BOS as the model wants, escape sequences processed
+    as llama-perplexity's -f does, special-token text left as text (its parse_special is off); vocab-only load."""
+    r = run_tool([tokenize_bin, "-m", model, "-f", corpus, "--ids", "--log-disable", "--no-parse-special"], log,
                  separate_stdout=True)
     m = re.search(r"\[([\d,\s]*)\]", r.stdout)
     if not m:
         raise ToolFailed("llama-tokenize printed no [ids] list")
-    return len([x for x in m.group(1).split(",") if x.strip()])
+    return [int(x) for x in m.group(1).split(",") if x.strip()]
+
+
+def count_tokens(tokenize_bin: Path, model: Path, corpus: Path, log) -> int:
+    return len(tokenize_ids(tokenize_bin, model, corpus, log))
 
 
 def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks: int,

@@ -30,6 +30,11 @@ def kld_base_kv(config: dict) -> str:
     return config["kld"].get("base_kv", "f16")
 
 
+def kld_mode(config: dict) -> str:
+    """chunks (one baseline logits file for kld.chunks chunks) or sharded (shards, docs/kld-sharded.md)."""
+    return config["kld"].get("mode", "chunks")
+
+
 @dataclass(frozen=True)
 class Run:
     """One llama-perplexity invocation the plan makes."""
@@ -58,12 +63,13 @@ def kld_runs(config: dict) -> list[Run]:
     for build in config["builds"]:
         for model, m in config["models"].items():
             base = m["baseline"]
-            runs.append(Run("kld_base", build, model, base, k["ctx"], kld_base_kv(config), k["chunks"], k["corpus"]))
+            runs.append(Run("kld_base", build, model, base, k["ctx"], kld_base_kv(config), k.get("chunks"),
+                            k["corpus"]))
             for quant in m["quants"]:
                 for kv in kld_kvs(config):
                     if quant == base and kv == kld_base_kv(config):
                         continue  # the baseline against itself: the baseline pass
-                    runs.append(Run("kld", build, model, quant, k["ctx"], kv, k["chunks"], k["corpus"]))
+                    runs.append(Run("kld", build, model, quant, k["ctx"], kv, k.get("chunks"), k["corpus"]))
     return runs
 
 

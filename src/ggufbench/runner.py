@@ -64,7 +64,12 @@ def run_tool(cmd: list[str], log_path: str | Path | None = None, env: dict | Non
             readers.append(threading.Thread(target=pump, args=(proc.stderr, None)))
         for t in readers:
             t.start()
-        returncode = proc.wait()
+        try:
+            returncode = proc.wait()
+        except BaseException:  # the job is being stopped (SIGTERM/SIGINT turned into an exception): the tool too
+            proc.kill()
+            proc.wait()
+            raise
         for t in readers:
             t.join()
         wall = time.monotonic() - t0

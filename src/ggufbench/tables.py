@@ -42,7 +42,8 @@ def ppl_row(record: dict) -> dict:
     result.update({k: res.get(k) for k in PPL_KEEP})
     prov = {k: v for k, v in record["provenance"].items() if k not in ("baseline_quant", "baseline_sha256")}
     row = _flat({**record, "provenance": prov}, result)
-    row["measured_by"] = record["stage"]
+    # sharded KLD runs (kld.mode: sharded) measured the cell in shards, combined: the table says so
+    row["measured_by"] = record["stage"] + (" (sharded)" if record["params"].get("kld_mode") == "sharded" else "")
     return row
 
 

@@ -1,0 +1,11 @@
+"""Checkpoint kld_shard_plan: tokenize the corpus once and size the shards from the exact logits forecast."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "a")
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
+
+from ggufbench.kld_sharded import shard_plan_job
+
+i, p, o = snakemake.input, snakemake.params, snakemake.output
+shard_plan_job(i.tokenize, i.build, i.manifest, i.corpus, i.corpus_record, int(snakemake.wildcards.ctx), p.chunks,
+               p.sharded, o.plan, o.tokens, snakemake.log[0])

@@ -1,0 +1,213 @@
+"""The jobs of kld.mode: sharded (rules/kld_sharded.smk); the pure parts live in shards.py.
+
+  plan     tokenize the corpus once, size the shards from the exact logits forecast        kld_shard_plan
+  shard    per shard: its text, the baseline pass into scratch, every quant's KLD pass,     kld_shard
+           the logits deleted; the record keeps what llama-perplexity printed
+  combine  per quant and KV type (and the baseline's PPL): the shards' statistics combined  kld_combine,
+           into records shaped as mode chunks writes them, so tables and report read both    kld_base_combine
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+from . import shards as sh
+from .config import kv_pair
+from .errors import ToolFailed
+from .jobs import _common_args, provenance, tokenize_ids
+from .kld import GIB
+from .models import model_path
+from .perplexity import parse_kld, parse_perplexity
+from .runner import read_json, run_tool, write_json
+
+MAX_DIFFERING = 0.001  # a shard whose tokens differ more than this from the full tokenization's fails
+
+
+def run_key(quant: str, kv: str) -> str:
+    return f"{quant}|{kv}"
+
+
+def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx: int, chunks: int | None,
+                   sharded: dict, plan_out, tokens_out, log) -> dict:
+    model = model_path(manifest)
+    vocab = sh.read_vocab(model)  # fails early for a tokenizer whose pieces cannot make shard texts
+    ids = tokenize_ids(Path(tokenize_bin), model, Path(corpus), log)
+    # llama.cpp's own decision (GGUF key, or its default for the tokenizer's pre-type), read off the tokens
+    vocab.add_bos = bool(ids) and vocab.bos_id is not None and ids[0] == vocab.bos_id
+    plan = sh.plan_shards(len(ids), ctx, len(vocab.pieces), chunks, sharded.get("disk_budget_gib", 4),
+                          sharded.get("parallel", 1))
+    write_json(tokens_out, {"model": str(model), "n_tokens": len(ids), "ids": ids})
+    record = {"stage": "kld_shard_plan", "provenance": provenance(build_json, manifest, corpus_json),
+              "params": {"ctx": ctx, "chunks": chunks, **sharded},
+              "result": {**plan.to_dict(), "n_shards": len(plan.shards), "tokenizer": vocab.model,
+                         "add_bos": vocab.add_bos}}
+    with open(log, "a") as f:
+        f.write(f"# {len(plan.shards)} shards of up to {plan.chunks_per_shard} chunks for {plan.n_chunk} chunks; "
+                f"largest shard's logits {max(plan.shard_logits_bytes):,} bytes, budget {plan.disk_budget_bytes:,} "
+                f"bytes for {plan.parallel} at once (unsharded: {plan.unsharded_logits_bytes:,} bytes)\n")
+    write_json(plan_out, record)
+    return record
+
+
+def _raise_on_sigterm() -> None:
+    """A job killed with SIGTERM (Snakemake stopping, Slurm's time limit) unwinds, so the scratch logits go."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus_json, plan_json, tokens_json,
+              shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, scratch_root,
+              tag: str, out, log) -> dict:
+    """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch."""
+    _raise_on_sigterm()
+    build = read_json(build_json)
+    plan = read_json(plan_json)["result"]
+    ids = read_json(tokens_json)["ids"]
+    first, end = plan["shards"][shard]
+    ctx, n_chunk = plan["n_ctx"], end - first
+    forecast = plan["shard_logits_bytes"][shard]
+    base_model = model_path(base_manifest)
+    vocab = sh.read_vocab(base_model)
+    vocab.add_bos = plan["add_bos"]
+    scratch_root = Path(scratch_root)
+    scratch = scratch_root / "ggufbench-kld" / tag / f"shard-{shard}"
+    with sh.scratch_slot(scratch_root, plan["parallel"]) as slot:
+        shutil.rmtree(scratch, ignore_errors=True)  # what a killed attempt left
+        scratch.mkdir(parents=True)
+        try:
+            free = shutil.disk_usage(scratch).free
+            if forecast > free:
+                raise ToolFailed(f"shard {shard}: its logits are forecast at {forecast:,} bytes but {scratch} has "
+                                 f"{free:,} bytes free: free space there, set kld.sharded.scratch_dir, or lower "
+                                 "kld.sharded.disk_budget_gib")
+            with sh.FolderSampler(scratch) as disk:
+                text = scratch / "shard.txt"
+                text.write_bytes(sh.shard_text(ids, vocab, ctx, first, end))
+                logits = scratch / "base.logits"
+                k, v = kv_pair(base_kv)
+                cmd = _common_args(tool, base_model, build, ctx, base_kv, threads, run) + [
+                    "-f", text, "--no-escape", "--chunks", n_chunk, "--kl-divergence-base", logits]
+                r = run_tool(cmd, log)
+                base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
+                        "wall_seconds": r.wall_seconds,
+                        "provenance": provenance(build_json, base_manifest, corpus_json, r.output)}
+                written = logits.stat().st_size if logits.exists() else None
+                if written != forecast:
+                    raise ToolFailed(f"shard {shard}: the baseline pass wrote {written} bytes of logits, {forecast:,} "
+                                     f"forecast for {n_chunk} chunks of ctx {ctx}: it did not finish (see {log})")
+                _, _, got_chunks, got = sh.read_logits_tokens(logits)
+                differing = sh.tokens_differing(ids[first * ctx:end * ctx], got, ctx, vocab.add_bos)
+                if differing > MAX_DIFFERING * len(got):
+                    raise ToolFailed(f"shard {shard}: {differing} of {len(got)} tokens of its text differ from the "
+                                     "corpus's own tokenization, so it would not measure the same chunks; use "
+                                     "kld.mode: chunks for this model (and report the tokenizer: docs/kld-sharded.md)")
+                klds = {}
+                for quant, kv in runs:
+                    cmd = _common_args(tool, model_path(manifests[quant]), build, ctx, kv, threads, run) + [
+                        "--kl-divergence-base", logits, "--kl-divergence"]
+                    r = run_tool(cmd, log)
+                    klds[run_key(quant, kv)] = {
+                        "result": parse_kld(r.output).to_dict(), "cmd": [str(c) for c in cmd],
+                        "wall_seconds": r.wall_seconds,
+                        "provenance": provenance(build_json, manifests[quant], corpus_json, r.output)}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    with open(log, "a") as f:
+        f.write(f"# shard {shard}: chunks [{first}, {end}), {differing} tokens differ from the full tokenization; "
+                f"scratch peak {disk.peak_bytes:,} bytes ({disk.samples} samples), logits {written:,} bytes\n")
+    record = {"stage": "kld_shard", "shard": shard, "chunks": [first, end],
+              "params": {"ctx": ctx, "base_kv": base_kv, "type_k": k, "type_v": v, "threads": threads, **run},
+              "result": {"n_chunk": n_chunk, "n_tokens_scored": sh.scored_tokens(n_chunk, ctx),
+                         "tokens_differing": differing, "tokens_compared": got_chunks * ctx,
+                         "logits_bytes_forecast": forecast, "logits_bytes_written": written,
+                         "scratch_peak_bytes": disk.peak_bytes, "scratch_samples": disk.samples,
+                         "scratch_dir": str(scratch), "slot": slot, "base": base, "kld": klds}}
+    write_json(out, record)
+    return record
+
+
+def _shards(records: list[str]) -> list[dict]:
+    recs = sorted((read_json(p) for p in records), key=lambda r: r["shard"])
+    for a, b in zip(recs, recs[1:], strict=False):
+        if a["chunks"][1] != b["chunks"][0]:
+            raise ToolFailed(f"shard records do not tile the chunks: shard {a['shard']} ends at {a['chunks'][1]}, "
+                             f"shard {b['shard']} starts at {b['chunks'][0]}; rerun kld_shard_plan")
+    return recs
+
+
+def _same(values: list, what: str) -> None:
+    if len(set(values)) > 1:
+        raise ToolFailed(f"the shards were measured with different {what} ({sorted(set(map(str, values)))}): a "
+                         "file or build changed between shard jobs; rerun them (snakemake -R kld_shard)")
+
+
+def _mode_params(recs: list[dict], plan: dict) -> dict:
+    return {"kld_mode": "sharded", "n_shards": len(recs), "disk_budget_gib": round(plan["disk_budget_bytes"] / GIB, 6),
+            "parallel": plan["parallel"]}
+
+
+def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks, out) -> dict:
+    """One quant's KLD over every shard, as one record shaped as rule kld's (mode chunks)."""
+    recs = _shards(shard_records)
+    plan = read_json(plan_json)["result"]
+    runs = [r["result"]["kld"][run_key(quant, kv)] for r in recs]
+    _same([x["provenance"]["file_sha256"] for x in runs], "files of this quant")
+    _same([x["provenance"]["build_key"] for x in runs], "builds")
+    _same([r["result"]["base"]["provenance"]["file_sha256"] for r in recs], "baseline files")
+    parts = [(x["result"], r["result"]["n_tokens_scored"]) for x, r in zip(runs, recs, strict=True)]
+    result = sh.combine_kld(parts)
+    first = runs[0]["result"]
+    n_chunk = sum(r["result"]["n_chunk"] for r in recs)
+    result.update(n_chunks=n_chunk, n_ctx=first.get("n_ctx"), n_batch=first.get("n_batch"), n_seq=first.get("n_seq"),
+                  seconds_per_pass=first.get("seconds_per_pass"),
+                  tokens_differing=sum(r["result"]["tokens_differing"] for r in recs),
+                  shard_kld_mean=[x["result"]["kld_mean"] for x in runs])
+    k, v = kv_pair(kv)
+    base = recs[0]["result"]["base"]
+    prov = dict(runs[0]["provenance"])
+    prov.update(baseline_quant=base["provenance"]["quant"], baseline_sha256=base["provenance"]["file_sha256"],
+                baseline_kv=recs[0]["params"]["base_kv"])
+    record = {"stage": "kld", "provenance": prov,
+              "params": {"ctx": plan["n_ctx"], "kv": kv, "type_k": k, "type_v": v, "chunks": chunks,
+                         "threads": recs[0]["params"]["threads"], **_mode_params(recs, plan),
+                         **{key: recs[0]["params"][key] for key in ("n_gpu_layers", "flash_attn")
+                            if key in recs[0]["params"]}},
+              "result": result,
+              "tool": {"cmd": runs[0]["cmd"], "wall_seconds": sum(x["wall_seconds"] for x in runs)}}
+    write_json(out, record)
+    return record
+
+
+def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
+    """The baseline's PPL over every shard (its baseline passes), and the disk each shard used."""
+    recs = _shards(shard_records)
+    plan = read_json(plan_json)["result"]
+    bases = [r["result"]["base"] for r in recs]
+    _same([b["provenance"]["file_sha256"] for b in bases], "baseline files")
+    ppl, unc = sh.combine_ppl([(b["result"]["ppl"], b["result"]["ppl_uncertainty"], r["result"]["n_tokens_scored"])
+                               for b, r in zip(bases, recs, strict=True)])
+    first = bases[0]["result"]
+    p = recs[0]["params"]
+    result = {"ppl": ppl, "ppl_uncertainty": unc, "n_chunks": sum(r["result"]["n_chunk"] for r in recs),
+              "n_ctx": first.get("n_ctx"), "n_batch": first.get("n_batch"), "n_seq": first.get("n_seq"),
+              "seconds_per_pass": first.get("seconds_per_pass"),
+              "chunk_ppl": [], "shard_ppl": [b["result"]["ppl"] for b in bases],
+              "logits_bytes_forecast": max(r["result"]["logits_bytes_forecast"] for r in recs),
+              "logits_bytes_written": max(r["result"]["logits_bytes_written"] for r in recs),
+              "unsharded_logits_bytes": plan["unsharded_logits_bytes"],
+              "disk_budget_bytes": plan["disk_budget_bytes"],
+              "scratch_peak_bytes": max(r["result"]["scratch_peak_bytes"] for r in recs),
+              "tokens_differing": sum(r["result"]["tokens_differing"] for r in recs),
+              "tokens_compared": sum(r["result"]["tokens_compared"] for r in recs)}
+    record = {"stage": "kld_base", "provenance": bases[0]["provenance"],
+              "params": {"ctx": plan["n_ctx"], "kv": p["base_kv"], "type_k": p["type_k"], "type_v": p["type_v"],
+                         "chunks": chunks, "threads": p["threads"], **_mode_params(recs, plan),
+                         **{key: p[key] for key in ("n_gpu_layers", "flash_attn") if key in p}},
+              "result": result,
+              "tool": {"cmd": bases[0]["cmd"], "wall_seconds": sum(b["wall_seconds"] for b in bases)}}
+    write_json(out, record)
+    return record
+
