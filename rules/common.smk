@@ -232,7 +232,6 @@ def kld_shard_quants(wildcards):
 
 def kld_shard_inputs(wildcards):
     inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
-    inputs.pop("corpus")  # the shard's text is made from the tokens, not read from the corpus
     d = kld_shard_dir(wildcards)
     return {**inputs, "base_manifest": inputs.pop("manifest"), "plan": f"{d}/plan.json", "tokens": f"{d}/tokens.json",
             "manifests": [get_manifest(wildcards.model, q) for q in kld_shard_quants(wildcards)]}

@@ -36,13 +36,17 @@ def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx:
     ids = tokenize_ids(Path(tokenize_bin), model, Path(corpus), log)
     # llama.cpp's own decision (GGUF key, or its default for the tokenizer's pre-type), read off the tokens
     vocab.add_bos = bool(ids) and vocab.bos_id is not None and ids[0] == vocab.bos_id
+    text = sh.process_escapes(Path(corpus).read_bytes())
+    ends = sh.token_spans(ids, vocab, text)
     plan = sh.plan_shards(len(ids), ctx, len(vocab.pieces), chunks, sharded.get("disk_budget_gib", 4),
-                          sharded.get("parallel", 1))
+                          sharded.get("parallel", 1), can_start=sh.cuttable(ends, ctx, vocab.add_bos))
+    ranges = [sh.shard_bytes(ends, len(text), ctx, a, b, vocab.add_bos) for a, b in plan.shards]
     write_json(tokens_out, {"model": str(model), "n_tokens": len(ids), "ids": ids})
     record = {"stage": "kld_shard_plan", "provenance": provenance(build_json, manifest, corpus_json),
               "params": {"ctx": ctx, "chunks": chunks, **sharded},
               "result": {**plan.to_dict(), "n_shards": len(plan.shards), "tokenizer": vocab.model,
-                         "add_bos": vocab.add_bos}}
+                         "add_bos": vocab.add_bos, "processed_text_bytes": len(text),
+                         "shard_byte_ranges": [list(r) for r in ranges]}}
     with open(log, "a") as f:
         f.write(f"# {len(plan.shards)} shards of up to {plan.chunks_per_shard} chunks for {plan.n_chunk} chunks; "
                 f"largest shard's logits {max(plan.shard_logits_bytes):,} bytes, budget {plan.disk_budget_bytes:,} "
@@ -58,7 +62,7 @@ def _raise_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus_json, plan_json, tokens_json,
+def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus, corpus_json, plan_json, tokens_json,
               shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, scratch_root,
               tag: str, out, log) -> dict:
     """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch."""
@@ -70,8 +74,12 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
     ctx, n_chunk = plan["n_ctx"], end - first
     forecast = plan["shard_logits_bytes"][shard]
     base_model = model_path(base_manifest)
-    vocab = sh.read_vocab(base_model)
-    vocab.add_bos = plan["add_bos"]
+    add_bos = plan["add_bos"]
+    corpus_text = sh.process_escapes(Path(corpus).read_bytes())
+    if len(corpus_text) != plan["processed_text_bytes"]:
+        raise ToolFailed(f"{corpus} is not the text the shard plan was made from ({len(corpus_text)} bytes after "
+                         f"escapes, the plan has {plan['processed_text_bytes']}): rerun kld_shard_plan")
+    byte_start, byte_end = plan["shard_byte_ranges"][shard]
     scratch_root = Path(scratch_root)
     scratch = scratch_root / "ggufbench-kld" / tag / f"shard-{shard}"
     with sh.scratch_slot(scratch_root, plan["parallel"]) as slot:
@@ -85,7 +93,7 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                                  "kld.sharded.disk_budget_gib")
             with sh.FolderSampler(scratch) as disk:
                 text = scratch / "shard.txt"
-                text.write_bytes(sh.shard_text(ids, vocab, ctx, first, end))
+                text.write_bytes(corpus_text[byte_start:byte_end])
                 logits = scratch / "base.logits"
                 k, v = kv_pair(base_kv)
                 cmd = _common_args(tool, base_model, build, ctx, base_kv, threads, run) + [
@@ -99,7 +107,7 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                     raise ToolFailed(f"shard {shard}: the baseline pass wrote {written} bytes of logits, {forecast:,} "
                                      f"forecast for {n_chunk} chunks of ctx {ctx}: it did not finish (see {log})")
                 _, _, got_chunks, got = sh.read_logits_tokens(logits)
-                differing = sh.tokens_differing(ids[first * ctx:end * ctx], got, ctx, vocab.add_bos)
+                differing = sh.tokens_differing(ids[first * ctx:end * ctx], got, ctx, add_bos)
                 if differing > MAX_DIFFERING * len(got):
                     raise ToolFailed(f"shard {shard}: {differing} of {len(got)} tokens of its text differ from the "
                                      "corpus's own tokenization, so it would not measure the same chunks; use "

@@ -7,11 +7,12 @@ chunks, runs the baseline pass on it (its logits go to local scratch), every qua
 deletes the logits, and keeps only what llama-perplexity printed. The shards' statistics are then combined:
 everything that is a mean or a sum exactly (up to the digits llama.cpp prints), percentiles as an estimate.
 
-How a shard text is made: llama-perplexity processes escape sequences in the -f text and tokenizes it (DESIGN.md),
-so the full tokenization is taken from llama-tokenize (same processing), and a shard text is the concatenated
-pieces of its tokens (byte-level BPE pieces are the processed text itself), run with --no-escape. The baseline
-pass writes the tokens it used into its logits file's header: those are compared with the full tokenization's,
-and the count of tokens that differ is recorded (0 on the models measured; see docs/kld-sharded.md).
+How a shard text is made: llama-perplexity processes escape sequences in the -f text and tokenizes it, so the
+full tokenization is taken from llama-tokenize (same processing), the text is escape-processed here the same way
+(process_escapes), each token's piece is walked along it (byte-level BPE pieces are the text itself, but a
+control byte may make no token), and a shard text is the slice between its tokens' ends, run with --no-escape.
+The baseline pass writes the tokens it used into its logits file's header: those are compared with the full
+tokenization's, and the count of tokens that differ is recorded (0 on the models measured; docs/kld-sharded.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,17 +94,110 @@ def read_vocab(gguf_path: str | Path) -> Vocab:
     return Vocab(model, pieces, bool(get("tokenizer.ggml.add_bos_token", False)), get("tokenizer.ggml.bos_token_id"))
 
 
-def shard_text(ids: list[int], vocab: Vocab, n_ctx: int, first_chunk: int, end_chunk: int) -> bytes:
-    """The text of chunks [first_chunk, end_chunk): their tokens' pieces, plus up to n_ctx tokens past the end, so
-    the last chunk's last tokens are tokenized in context and a 1-chunk shard still has the two contexts
-    llama-perplexity wants (--chunks cuts the extra off). A model that adds BOS gets one
-    at the start of the shard text in place of the chunk's first token, which llama-perplexity replaces with
-    BOS anyway, so that token's piece is left out."""
-    start = first_chunk * n_ctx
-    if vocab.add_bos and start > 0:
-        start += 1
-    end = min(len(ids), (end_chunk + 1) * n_ctx)
-    return b"".join(vocab.pieces[i] for i in ids[start:end])
+def process_escapes(data: bytes) -> bytes:
+    """llama.cpp's string_process_escapes (common.cpp), which llama-perplexity and llama-tokenize apply to an -f
+    text: \\n \\r \\t \\' \\" \\\\ and \\xHH (strtol on two characters) become the bytes; any other backslash stays."""
+    out = bytearray()
+    i, n = 0, len(data)
+    simple = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("'"): b"'", ord('"'): b'"', ord("\\"): b"\\"}
+    while i < n:
+        c = data[i]
+        if c == ord("\\") and i + 1 < n:
+            i += 1
+            e = data[i]
+            if e in simple:
+                out += simple[e]
+            elif e == ord("x") and i + 2 < n and (v := _strtol16(data[i + 1:i + 3])) is not None:
+                out.append(v & 0xFF)
+                i += 2
+            else:
+                out += bytes([ord("\\"), e])
+        else:
+            out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def _strtol16(two: bytes) -> int | None:
+    """strtol(two chars, 16) when it consumes both (leading space or sign allowed), else None."""
+    hexd = b"0123456789abcdefABCDEF"
+    if len(two) == 2 and two[0] in hexd and two[1] in hexd:
+        return int(two, 16)
+    if len(two) == 2 and two[0] in b" \t\n\v\f\r+-" and two[1] in hexd:
+        return -int(two[1:], 16) if two[0] == ord("-") else int(two[1:], 16)
+    return None
+
+
+def tokenizer_view(text: bytes) -> tuple[bytes, list[int]]:
+    """The bytes llama.cpp's tokenizer reads for `text`, and for each of them the offset in text of the character
+    it starts (-1 for a byte inside a character).
+    llama.cpp decodes UTF-8 leniently (unicode_cpts_from_utf8) and reads a byte that starts no sequence as
+    U+FFFD (measured: a lone \\x85 from the demo corpus's escapes becomes the pieces of U+FFFD)."""
+    view, where = bytearray(), []
+    i, n = 0, len(text)
+    while i < n:
+        b = text[i]
+        k = 1 if b < 0x80 else 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 0
+        if k and (k == 1 or (i + k <= n and all(text[j] & 0xC0 == 0x80 for j in range(i + 1, i + k)))):
+            view += text[i:i + k]
+            where += [i] + [-1] * (k - 1)   # -1: inside a character
+            i += k
+        else:
+            view += REPLACEMENT
+            where += [i] + [-1] * (len(REPLACEMENT) - 1)
+            i += 1
+    return bytes(view), where
+
+
+REPLACEMENT = "\ufffd".encode()
+
+
+def token_spans(ids: list[int], vocab: Vocab, text: bytes, max_skip: int = 16) -> list[int]:
+    """Byte offset in `text` (the escape-processed corpus) where each token's piece ends, found by walking the
+    pieces along what the tokenizer read (tokenizer_view); -1 where a token ends inside a character (byte-level
+    BPE splits some characters over two tokens: no text can start at the second). A byte the tokenizer dropped
+    (measured: an \\x1d control character between two quotes makes no token) is stepped over, up to max_skip
+    bytes."""
+    view, where = tokenizer_view(text)
+    ends, pos = [], 0
+    for i, t in enumerate(ids):
+        piece = vocab.pieces[t]
+        if piece and not view.startswith(piece, pos):
+            j = view.find(piece, pos, pos + max_skip + len(piece))
+            if j < 0:
+                raise ToolFailed(f"token {i} (id {t}, {piece[:20]!r}) is not found in the corpus after "
+                                 f"{ends[-1] if ends else 0} bytes: the tokenizer's pieces do not walk the text; use "
+                                 "kld.mode: chunks for this model")
+            pos = j
+        pos += len(piece)
+        ends.append(where[pos] if pos < len(view) else len(text))
+    return ends
+
+
+def shard_bytes(ends: list[int], n_text: int, n_ctx: int, first_chunk: int, end_chunk: int,
+                add_bos: bool) -> tuple[int, int]:
+    """[start, end) in the processed corpus of the text of chunks [first_chunk, end_chunk) (cuttable() says
+    whether a chunk boundary can start one): from the end of the
+    token before the shard's first one, to the end of up to n_ctx tokens past its last chunk (the last chunk's
+    last tokens are tokenized in context, and a 1-chunk shard still has the two contexts llama-perplexity
+    wants; --chunks cuts the extra off). A model that adds BOS gets one at the start of the shard text in place
+    of the chunk's first token, which llama-perplexity replaces with BOS anyway, so that token is left out."""
+    first = first_chunk * n_ctx + (1 if add_bos and first_chunk > 0 else 0)
+    start = ends[first - 1] if first > 0 else 0
+    last = min(len(ends), (end_chunk + 1) * n_ctx)
+    end = n_text if last == len(ends) else next((e for e in ends[last - 1::-1] if e >= 0), n_text)
+    if start < 0:
+        raise ToolFailed(f"chunk {first_chunk} starts inside a character: it cannot start a shard (plan_shards "
+                         "picks boundaries where cuttable() holds)")
+    return start, end
+
+
+def cuttable(ends: list[int], n_ctx: int, add_bos: bool) -> Callable[[int], bool]:
+    """Whether a shard can start at chunk c: the token before it ends on a character boundary."""
+    def ok(c: int) -> bool:
+        first = c * n_ctx + (1 if add_bos and c > 0 else 0)
+        return first == 0 or (first - 1 < len(ends) and ends[first - 1] >= 0)
+    return ok
 
 
 def read_logits_tokens(path: str | Path) -> tuple[int, int, int, list[int]]:
@@ -139,7 +234,7 @@ class ShardPlan:
     n_chunk: int                     # chunks scored in all (llama-perplexity's rule, kld.chunks as a limit)
     disk_budget_bytes: int
     parallel: int
-    chunks_per_shard: int            # what fits budget / parallel, a multiple of the chunks per batch
+    chunks_per_shard: int            # the most chunks whose logits fit budget / parallel
     shards: list[list[int]] = field(default_factory=list)   # [first_chunk, end_chunk) each
     shard_logits_bytes: list[int] = field(default_factory=list)
     unsharded_logits_bytes: int = 0
@@ -152,13 +247,15 @@ LLAMA_N_BATCH = 2048   # llama-perplexity's default -b: it evaluates n_batch / n
 
 
 def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, disk_budget_gib: float,
-                parallel: int = 1, n_batch: int = LLAMA_N_BATCH) -> ShardPlan:
+                parallel: int = 1, n_batch: int = LLAMA_N_BATCH,
+                can_start: Callable[[int], bool] = lambda c: True) -> ShardPlan:
     """Shards of whole chunks, each one's logits file (exact size) within disk_budget / parallel.
 
-    A shard's size is a multiple of the chunks llama-perplexity evaluates per batch (n_seq = n_batch / n_ctx),
-    so every batch holds the same chunks as in an unsharded run: batch composition changes llama.cpp's numerics
-    slightly (measured: a Q2_K chunk's PPL 24.7547 in a batch of 4 sequences, 24.7533 in a batch of 3), and
-    aligned shards make the per-token values, and so the combined statistics, the unsharded run's."""
+    A shard's size is a multiple of the chunks llama-perplexity evaluates per batch (n_seq = n_batch / n_ctx)
+    where it can be, so every batch holds the same chunks as in an unsharded run: batch composition changes
+    llama.cpp's numerics slightly (measured: a Q2_K chunk's PPL 24.7547 in a batch of 4 sequences, 24.7533 in a
+    batch of 3), and aligned shards make the per-token values, and so the combined statistics, the unsharded
+    run's. A shard starts only at a chunk boundary where can_start holds (see cuttable)."""
     n_chunk = n_chunks_used(n_tokens, n_ctx, chunks)
     if n_chunk < 2:
         raise ToolFailed(f"the corpus has {n_tokens} tokens: {n_chunk} chunk(s) of ctx {n_ctx}; llama-perplexity "
@@ -176,13 +273,21 @@ def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, dis
                           f"least {parallel * logits_file_size(n_ctx, n_vocab, 2) / GIB:.3f} GiB or lower parallel")
     k = min(fit, n_chunk)
     n_seq = max(1, n_batch // n_ctx)
-    if k < n_chunk and k >= n_seq:
-        k -= k % n_seq
-    shards = [[i, min(i + k, n_chunk)] for i in range(0, n_chunk, k)]
-    if len(shards) > 1 and shards[-1][1] - shards[-1][0] == 1:
-        # a last shard of one chunk has no next chunk to make up two contexts: it takes one from the shard before
-        shards[-2][1] -= 1
-        shards[-1][0] -= 1
+    shards, start = [], 0
+    while start < n_chunk:
+        if n_chunk - start <= k:
+            end = n_chunk
+        else:
+            # the longest shard that fits, batch-aligned if it can be, ending where the next one can start, and
+            # never leaving a last shard of one chunk (no next chunk to make up its two contexts)
+            ends = [e for e in range(start + k, start, -1) if e != n_chunk - 1]
+            aligned = [e for e in ends if (e - start) % n_seq == 0] if k >= n_seq else []
+            end = next((e for e in aligned + ends if can_start(e)), None)
+            if end is None:
+                raise ToolFailed(f"no chunk boundary in {start + 1}..{start + k} can start a shard (each splits a "
+                                 "character between two tokens): raise kld.sharded.disk_budget_gib")
+        shards.append([start, end])
+        start = end
     return ShardPlan(n_ctx, n_vocab, n_tokens, n_chunk, budget, parallel, k, shards,
                      [logits_file_size(n_ctx, n_vocab, b - a) for a, b in shards],
                      logits_file_size(n_ctx, n_vocab, n_chunk))

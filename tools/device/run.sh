@@ -43,7 +43,13 @@ k.pop('sharded'); k.update(mode='chunks', chunks=179, max_logits_gib=5); yaml.sa
     df -h /tmp | tee -a "$out/wall.txt"
     tar -czf "$out/sharded-cuda.tar.gz" results/kld results/kld-base results/kld-shards/*/*/*/plan.json \
       results/kld-shards/*/*/*/shard-*.json logs/kld benchmarks/kld results/builds/*/build.json || true
-    tar -C /tmp/unsharded -czf "$out/unsharded-cuda.tar.gz" results/kld results/kld-base logs/kld benchmarks/kld || true ;;
+    tar -C /tmp/unsharded -czf "$out/unsharded-cuda.tar.gz" results/kld results/kld-base logs/kld benchmarks/kld || true
+    if [ -n "${TUNE_TIMEOUT:-}" ]; then  # then the issue-5 tuner on the same build, as long as time allows
+      t=results/tune/cuda/synth-moe/F16/vram-2.5GiB.json
+      timeout "$TUNE_TIMEOUT" python3 -m snakemake --configfile tools/device/moe-cuda.yaml --cores 16 "$t" 2>&1 \
+        | grep -E "Finished|Error|rror:|steps" || true
+      tar -czf "$out/tune-cuda.tar.gz" results/tune logs/tune benchmarks/tune 2>/dev/null || true
+    fi ;;
   moe)
     # the whole issue-5 run in one call: build, synthetic MoE, strategies, tuner; whatever finished comes back
     sm=(python3 -m snakemake --configfile tools/device/moe-cuda.yaml --cores 16 --scheduler greedy --keep-going)
