@@ -23,7 +23,6 @@ from ggufbench.shards import (
     combine_ppl,
     cuttable,
     plan_shards,
-    process_escapes,
     read_logits_tokens,
     read_vocab,
     scored_tokens,
@@ -177,29 +176,26 @@ def _ids(llama_bin, vocab, path, *extra) -> list[int]:
     return [int(x) for x in re.search(r"\[([\d,\s]*)\]", out.stdout).group(1).split(",")]
 
 
-# what the demo corpus (Python's docs) holds and broke a first version of shard texts: escapes that become control
-# bytes the tokenizer drops (\x1d between quotes) or invalid UTF-8 it reads as U+FFFD (a lone \x85)
-AWKWARD = ('   | "\\x1c"   | File Separator |\n   | "\\x1d"   | Group Separator |\n   | "\\x85"   | Next Line |\n'
-           '   tab ("\\t"), "\\n" and "\\r\\n"; a backslash \\q stays; caf\u00e9 \u2028 end\n')
-
-
-def test_escapes_are_processed_as_llama_cpp_does():
-    assert process_escapes(rb'a\nb\tc\x41\x1dq\\z\q\x4 \"') == b'a\nb\tcA\x1dq\\z\\q\\x4 "'
-    assert process_escapes(rb"\x85") == b"\x85" and process_escapes(rb"\x 5") == b"\x05"
+# what broke a first version of shard texts: control bytes the tokenizer drops (0x1d between quotes), invalid
+# UTF-8 it reads as U+FFFD (a lone 0x85), characters byte-level BPE splits over two tokens; and backslash
+# escapes, which llama-perplexity leaves as they are
+AWKWARD = ('   | "\x1c"   | File Separator |\n   | "\x1d"   | Group Separator |\n   | "\\x85"   | Next Line |\n'
+           '   tab ("\\t"), "\\n" and "\\r\\n"; caf\u00e9 \u2028 end\n')
+LONE = b"   lone bytes: \x85 and \xff\xfe here\n"
 
 
 @pytest.mark.parametrize("name", GPT2_VOCABS)
 def test_shard_texts_tokenize_back_to_their_chunks(name, llama_bin, llama_src, tmp_path):
-    """llama.cpp's own vocab GGUFs: text with escapes (processed by -f as llama-perplexity does), shard texts cut
-    at chunk boundaries, re-tokenized with --no-escape as the shard job runs them: the same ids."""
+    """llama.cpp's own vocab GGUFs: a text with awkward bytes, tokenized as llama-perplexity reads it (no escape
+    processing), shard texts cut at chunk boundaries and re-tokenized: the same ids."""
     vocab_file = llama_src / "models" / f"ggml-vocab-{name}.gguf"
     corpus = tmp_path / "corpus.txt"
     readme = (llama_src / "README.md").read_text(encoding="utf-8")
-    corpus.write_text(readme[:20000] + AWKWARD * 30 + readme[20000:40000], encoding="utf-8")
-    ids = _ids(llama_bin, vocab_file, corpus)
+    corpus.write_bytes(readme[:20000].encode() + (AWKWARD.encode() + LONE) * 30 + readme[20000:40000].encode())
+    ids = _ids(llama_bin, vocab_file, corpus, "--no-escape")
     v = read_vocab(vocab_file)
     add_bos = ids[0] == v.bos_id
-    text = process_escapes(corpus.read_bytes())
+    text = corpus.read_bytes()
     ends = token_spans(ids, v, text)
     ctx, compared, differing, skipped = 128, 0, 0, 0
     ok = cuttable(ends, ctx, add_bos)

@@ -182,11 +182,12 @@ def _check_demo_run(workdir: Path, proc: subprocess.CompletedProcess) -> list[tu
 
 def test_profile_covers_every_rule_that_runs_llama_cpp_and_comments_every_entry():
     profile = yaml.safe_load(PROFILE.read_text())
-    rules = set(re.findall(r"^rule (\w+):", "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.M))
+    smk = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    rules = set(re.findall(r"^(?:rule|checkpoint) (\w+):", smk, re.M))
     assert profile["executor"] == "slurm"
     for key in ("set-threads", "set-resources"):
         assert set(profile[key]) <= rules, f"{key} names rules the workflow lacks: {set(profile[key]) - rules}"
-    heavy = (GPU_RULES | {"build_llama_cpp"}) & rules
+    heavy = (GPU_RULES | {"build_llama_cpp", "kld_shard"}) & rules  # kld_shard: kld.mode sharded
     assert heavy <= set(profile["set-threads"]) and heavy <= set(profile["set-resources"])
     for rule in heavy:
         assert {"mem_mb", "runtime"} <= set(profile["set-resources"][rule]), rule

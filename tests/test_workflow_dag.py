@@ -37,6 +37,18 @@ def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
     assert "results/models/qwen3.5-35b-a3b/hub/bartowski-Q4_K_L/manifest.json" in out
 
 
+def test_study_with_sharded_kld_dry_runs(tmp_path):
+    """config/kld-sharded.yaml over the study: the shard plan is a checkpoint (its shard jobs appear once it has
+    run); the 15 ctx-512 cells wait for the combined shard records instead of PPL runs of their own."""
+    proc = snakemake(tmp_path, "-n", "--cores", "8", "--configfile", str(REPO / "config/config.yaml"),
+                     str(REPO / "config/kld-sharded.yaml"))
+    counts = job_counts(proc.stdout)
+    assert counts["kld_shard_plan"] == 1 and counts["kld_combine"] == 14 and counts["kld_base_combine"] == 1
+    assert counts["perplexity"] == 15  # ctx 8192 only, on the whole corpus as before
+    assert "kld" not in counts and "kld_base" not in counts
+    assert "The run involves checkpoint jobs" in proc.stdout + proc.stderr
+
+
 def test_gpu_jobs_ask_for_a_gpu(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "8", configfile=REPO / "config/config.yaml").stdout
     blocks = out.split("\n\n")
@@ -48,8 +60,8 @@ def test_gpu_jobs_ask_for_a_gpu(tmp_path):
 
 
 def test_lint_is_clean():
-    for cfg in ("config/demo.yaml", "config/config.yaml"):
-        proc = snakemake(REPO, "--lint", configfile=REPO / cfg, check=False)
+    for cfg in ("config/demo.yaml", "config/config.yaml", "config/config.yaml config/kld-sharded.yaml"):
+        proc = snakemake(REPO, "--lint", "--configfile", *(str(REPO / c) for c in cfg.split()), check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Lints for" not in proc.stdout + proc.stderr
 

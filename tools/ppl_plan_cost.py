@@ -8,6 +8,12 @@ with rate(ctx) = r0 + r1 * ctx, all fitted on measured job records (tool wall ti
 --calibrate (a results/ folder of a run with at least two context lengths, e.g. the demo's).
 
   python tools/ppl_plan_cost.py --config config/config.yaml --corpus-tokens 297000 --calibrate results
+
+With --sharded OVERLAY (e.g. config/kld-sharded.yaml, kld.mode: sharded over the whole corpus) it compares
+instead, for full-dataset PPL and KLD: the naive plan (a full-corpus PPL run per cell, plus the config's
+chunk-limited KLD: a baseline pass and a KLD run per quant and KV type) against the sharded plan (per shard a
+baseline pass and every KLD run, over the whole corpus; the PPL cells those runs cover read from them; the other
+cells their own runs). --n-vocab sizes the shards (the exact logits forecast under the overlay's budget).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ggufbench import plan  # noqa: E402
+from ggufbench.shards import plan_shards  # noqa: E402
 
 
 def n_tokens(run: plan.Run, corpus_tokens: int) -> int:
@@ -83,14 +90,64 @@ def seconds(run: plan.Run, corpus_tokens: int, model: dict) -> float:
     return model["load_s"] + s
 
 
+def merged(config: dict, overlay: dict) -> dict:
+    """Snakemake's merge of two --configfile files: key by key, recursively."""
+    out = dict(config)
+    for k, v in overlay.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sharded_comparison(config: dict, overlay: dict, corpus_tokens: int, n_vocab: int) -> tuple[list, list, dict]:
+    """(naive runs, sharded runs, shard plan) for full-dataset PPL and KLD."""
+    full = merged(config, overlay)
+    naive = [r for r in plan.ppl_cells(full)] + plan.kld_runs(config)  # full-corpus PPL + chunk-limited KLD
+    k = full["kld"]
+    sp = plan_shards(corpus_tokens, k["ctx"], n_vocab, k.get("chunks"), k["sharded"].get("disk_budget_gib", 4),
+                     k["sharded"].get("parallel", 1))
+    sharded = []
+    for run in plan.kld_runs(full):  # each is made once per shard, over the shard's chunks
+        for a, b in sp.shards:
+            sharded.append(plan.Run(run.kind, run.build, run.model, run.quant, run.ctx, run.kv, b - a, run.corpus))
+    sharded += [run for cell, run in plan.ppl_sources(full) if run is cell]  # cells no KLD run covers
+    return naive, sharded, sp.to_dict()
+
+
+def report(name: str, runs: list, corpus_tokens: int, model: dict) -> float:
+    by_kind: dict[str, list[float]] = {}
+    for r in runs:
+        by_kind.setdefault(r.kind, []).append(seconds(r, corpus_tokens, model))
+    parts = ", ".join(f"{k} {len(v)} runs {sum(v):.0f} s" for k, v in by_kind.items())
+    total = sum(map(sum, by_kind.values()))
+    print(f"{name:>7}: {len(runs)} llama-perplexity runs, {total:.0f} s  ({parts})")
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--corpus-tokens", type=int, required=True, help="tokens of the corpus for the model")
     ap.add_argument("--calibrate", required=True, help="results/ folder with measured perplexity/kld records")
+    ap.add_argument("--sharded", help="an overlay config with kld.mode: sharded (see the docstring)")
+    ap.add_argument("--n-vocab", type=int, default=248320, help="the model's vocabulary (sizes the shards)")
     a = ap.parse_args()
     config = yaml.safe_load(Path(a.config).read_text())
     model = fit(load_records(Path(a.calibrate)))
+    if a.sharded:
+        naive, sharded, sp = sharded_comparison(config, yaml.safe_load(Path(a.sharded).read_text()),
+                                                a.corpus_tokens, a.n_vocab)
+        print(f"cost model from {model['n_records']} measured runs: load {model['load_s']:.2f} s, "
+              f"rate {model['r0']:.3e} + {model['r1']:.3e}*ctx s/token, KLD factor {model['kld_factor']:.2f}")
+        print(f"shards: {len(sp['shards'])} of up to {sp['chunks_per_shard']} chunks for {sp['n_chunk']} chunks; "
+              f"largest shard's logits {max(sp['shard_logits_bytes']) / 2**30:.2f} GiB under a "
+              f"{sp['disk_budget_bytes'] / 2**30:.2f} GiB budget "
+              f"(unsharded: {sp['unsharded_logits_bytes'] / 2**30:.1f} GiB)")
+        s_naive = report("naive", naive, a.corpus_tokens, model)
+        s_sh = report("sharded", sharded, a.corpus_tokens, model)
+        print(f"sharded / naive: runs {len(sharded)}/{len(naive)}; GPU-seconds {s_sh:.0f}/{s_naive:.0f} = "
+              f"{s_sh / s_naive:.3f} — and the sharded plan's KLD covers all {sp['n_chunk']} chunks, the naive one "
+              f"{config['kld'].get('chunks')}")
+        return
     ours, naive = plan.planned_runs(config), plan.naive_runs(config)
     print(f"cost model from {model['n_records']} measured runs: load {model['load_s']:.2f} s, "
           f"rate {model['r0']:.3e} + {model['r1']:.3e}*ctx s/token, KLD factor {model['kld_factor']:.2f}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import shards as sh
 from .config import kv_pair
 from .errors import ToolFailed
-from .jobs import _common_args, provenance, tokenize_ids
+from .jobs import _common_args, perplexity_text, provenance, tokenize_ids
 from .kld import GIB
 from .models import model_path
 from .perplexity import parse_kld, parse_perplexity
@@ -36,7 +36,7 @@ def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx:
     ids = tokenize_ids(Path(tokenize_bin), model, Path(corpus), log)
     # llama.cpp's own decision (GGUF key, or its default for the tokenizer's pre-type), read off the tokens
     vocab.add_bos = bool(ids) and vocab.bos_id is not None and ids[0] == vocab.bos_id
-    text = sh.process_escapes(Path(corpus).read_bytes())
+    text = perplexity_text(Path(corpus))
     ends = sh.token_spans(ids, vocab, text)
     plan = sh.plan_shards(len(ids), ctx, len(vocab.pieces), chunks, sharded.get("disk_budget_gib", 4),
                           sharded.get("parallel", 1), can_start=sh.cuttable(ends, ctx, vocab.add_bos))
@@ -45,7 +45,7 @@ def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx:
     record = {"stage": "kld_shard_plan", "provenance": provenance(build_json, manifest, corpus_json),
               "params": {"ctx": ctx, "chunks": chunks, **sharded},
               "result": {**plan.to_dict(), "n_shards": len(plan.shards), "tokenizer": vocab.model,
-                         "add_bos": vocab.add_bos, "processed_text_bytes": len(text),
+                         "add_bos": vocab.add_bos, "text_bytes": len(text),
                          "shard_byte_ranges": [list(r) for r in ranges]}}
     with open(log, "a") as f:
         f.write(f"# {len(plan.shards)} shards of up to {plan.chunks_per_shard} chunks for {plan.n_chunk} chunks; "
@@ -75,10 +75,10 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
     forecast = plan["shard_logits_bytes"][shard]
     base_model = model_path(base_manifest)
     add_bos = plan["add_bos"]
-    corpus_text = sh.process_escapes(Path(corpus).read_bytes())
-    if len(corpus_text) != plan["processed_text_bytes"]:
-        raise ToolFailed(f"{corpus} is not the text the shard plan was made from ({len(corpus_text)} bytes after "
-                         f"escapes, the plan has {plan['processed_text_bytes']}): rerun kld_shard_plan")
+    corpus_text = perplexity_text(Path(corpus))
+    if len(corpus_text) != plan["text_bytes"]:
+        raise ToolFailed(f"{corpus} is not the text the shard plan was made from ({len(corpus_text)} bytes, the "
+                         f"plan has {plan['text_bytes']}): rerun kld_shard_plan")
     byte_start, byte_end = plan["shard_byte_ranges"][shard]
     scratch_root = Path(scratch_root)
     scratch = scratch_root / "ggufbench-kld" / tag / f"shard-{shard}"
@@ -97,7 +97,7 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                 logits = scratch / "base.logits"
                 k, v = kv_pair(base_kv)
                 cmd = _common_args(tool, base_model, build, ctx, base_kv, threads, run) + [
-                    "-f", text, "--no-escape", "--chunks", n_chunk, "--kl-divergence-base", logits]
+                    "-f", text, "--chunks", n_chunk, "--kl-divergence-base", logits]
                 r = run_tool(cmd, log)
                 base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
                         "wall_seconds": r.wall_seconds,

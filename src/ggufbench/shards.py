@@ -7,12 +7,11 @@ chunks, runs the baseline pass on it (its logits go to local scratch), every qua
 deletes the logits, and keeps only what llama-perplexity printed. The shards' statistics are then combined:
 everything that is a mean or a sum exactly (up to the digits llama.cpp prints), percentiles as an estimate.
 
-How a shard text is made: llama-perplexity processes escape sequences in the -f text and tokenizes it, so the
-full tokenization is taken from llama-tokenize (same processing), the text is escape-processed here the same way
-(process_escapes), each token's piece is walked along it (byte-level BPE pieces are the text itself, but a
-control byte may make no token), and a shard text is the slice between its tokens' ends, run with --no-escape.
-The baseline pass writes the tokens it used into its logits file's header: those are compared with the full
-tokenization's, and the count of tokens that differ is recorded (0 on the models measured; docs/kld-sharded.md).
+How a shard text is made: the full tokenization is llama-tokenize's of the text exactly as llama-perplexity reads
+it (jobs.perplexity_text), each token's piece is walked along that text (byte-level BPE pieces are the text
+itself, read as llama.cpp decodes UTF-8), and a shard text is the slice between its tokens' ends. The baseline
+pass writes the tokens it used into its logits file's header: those are compared with the full tokenization's,
+and the count of tokens that differ is recorded (0 on the models measured; docs/kld-sharded.md).
 """
 
 from __future__ import annotations
@@ -94,45 +93,11 @@ def read_vocab(gguf_path: str | Path) -> Vocab:
     return Vocab(model, pieces, bool(get("tokenizer.ggml.add_bos_token", False)), get("tokenizer.ggml.bos_token_id"))
 
 
-def process_escapes(data: bytes) -> bytes:
-    """llama.cpp's string_process_escapes (common.cpp), which llama-perplexity and llama-tokenize apply to an -f
-    text: \\n \\r \\t \\' \\" \\\\ and \\xHH (strtol on two characters) become the bytes; any other backslash stays."""
-    out = bytearray()
-    i, n = 0, len(data)
-    simple = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("'"): b"'", ord('"'): b'"', ord("\\"): b"\\"}
-    while i < n:
-        c = data[i]
-        if c == ord("\\") and i + 1 < n:
-            i += 1
-            e = data[i]
-            if e in simple:
-                out += simple[e]
-            elif e == ord("x") and i + 2 < n and (v := _strtol16(data[i + 1:i + 3])) is not None:
-                out.append(v & 0xFF)
-                i += 2
-            else:
-                out += bytes([ord("\\"), e])
-        else:
-            out.append(c)
-        i += 1
-    return bytes(out)
-
-
-def _strtol16(two: bytes) -> int | None:
-    """strtol(two chars, 16) when it consumes both (leading space or sign allowed), else None."""
-    hexd = b"0123456789abcdefABCDEF"
-    if len(two) == 2 and two[0] in hexd and two[1] in hexd:
-        return int(two, 16)
-    if len(two) == 2 and two[0] in b" \t\n\v\f\r+-" and two[1] in hexd:
-        return -int(two[1:], 16) if two[0] == ord("-") else int(two[1:], 16)
-    return None
-
-
 def tokenizer_view(text: bytes) -> tuple[bytes, list[int]]:
     """The bytes llama.cpp's tokenizer reads for `text`, and for each of them the offset in text of the character
     it starts (-1 for a byte inside a character).
     llama.cpp decodes UTF-8 leniently (unicode_cpts_from_utf8) and reads a byte that starts no sequence as
-    U+FFFD (measured: a lone \\x85 from the demo corpus's escapes becomes the pieces of U+FFFD)."""
+    U+FFFD (a lone byte >= 0x80 becomes the pieces of U+FFFD)."""
     view, where = bytearray(), []
     i, n = 0, len(text)
     while i < n:
@@ -153,11 +118,11 @@ REPLACEMENT = "\ufffd".encode()
 
 
 def token_spans(ids: list[int], vocab: Vocab, text: bytes, max_skip: int = 16) -> list[int]:
-    """Byte offset in `text` (the escape-processed corpus) where each token's piece ends, found by walking the
-    pieces along what the tokenizer read (tokenizer_view); -1 where a token ends inside a character (byte-level
-    BPE splits some characters over two tokens: no text can start at the second). A byte the tokenizer dropped
-    (measured: an \\x1d control character between two quotes makes no token) is stepped over, up to max_skip
-    bytes."""
+    """Byte offset in `text` (the corpus as llama-perplexity reads it) where each token's piece ends, found by
+    walking the pieces along what the tokenizer read (tokenizer_view); -1 where a token ends inside a character
+    (byte-level BPE splits some characters over two tokens: no text can start at the second). A byte the
+    tokenizer dropped (measured: a 0x1d control byte between two quotes made no token) is stepped over, up to
+    max_skip bytes."""
     view, where = tokenizer_view(text)
     ends, pos = [], 0
     for i, t in enumerate(ids):
@@ -176,7 +141,7 @@ def token_spans(ids: list[int], vocab: Vocab, text: bytes, max_skip: int = 16) -
 
 def shard_bytes(ends: list[int], n_text: int, n_ctx: int, first_chunk: int, end_chunk: int,
                 add_bos: bool) -> tuple[int, int]:
-    """[start, end) in the processed corpus of the text of chunks [first_chunk, end_chunk) (cuttable() says
+    """[start, end) in the corpus text of chunks [first_chunk, end_chunk) (cuttable() says
     whether a chunk boundary can start one): from the end of the
     token before the shard's first one, to the end of up to n_ctx tokens past its last chunk (the last chunk's
     last tokens are tokenized in context, and a 1-chunk shard still has the two contexts llama-perplexity
