@@ -115,6 +115,12 @@ def test_ppl_cells_come_from_the_shard_runs_and_the_table_says_so(runs):
     assert (kld["kld_mode"] == "sharded").all() and kld["percentiles_estimated"].all()
 
 
+def test_the_report_says_how_the_kld_was_scored(runs):
+    _, sharded, _ = runs
+    html = (sharded / "reports/summary.html").read_text(encoding="utf-8")
+    assert "8 chunks scored in 2 shards (kld.mode: sharded" in html and "--chunks nan" not in html
+
+
 def test_the_plan_makes_no_ppl_run_for_cells_the_shards_cover(runs, tmp_path):
     _, sharded, _ = runs
     counts = job_counts(snakemake(tmp_path, "-n", "reports/summary.html", configfile=sharded / "s.yaml").stdout)

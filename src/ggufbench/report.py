@@ -185,10 +185,17 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
     if kld.empty:
         parts.append(_empty("KLD results", "the KLD, Δp and same-top-p columns need kld: in the config"))
     else:
-        chunks = ", ".join(sorted({str(c) for c in kld["chunks"]}))
         base = ", ".join(sorted({str(c) for c in kld["baseline_quant"]}))
-        parts.append(_note(f"KLD, Δp and same top p against the {html.escape(base)} logits (--chunks "
-                           f"{html.escape(chunks)}); ΔPPL is KLD mode's PPL(Q)−PPL(base), whose ± accounts for the "
+        sharded = kld[kld["kld_mode"] == "sharded"] if "kld_mode" in kld else kld.iloc[0:0]
+        if not sharded.empty:
+            n = ", ".join(sorted({str(int(c)) for c in sharded["n_chunks"]}))
+            s = ", ".join(sorted({str(int(c)) for c in sharded["n_shards"]}))
+            scope = (f"{n} chunks scored in {s} shards (kld.mode: sharded; the percentile columns other than "
+                     "max and min are estimates from the shards')")
+        else:
+            scope = "--chunks " + ", ".join(sorted({str(c) for c in kld["chunks"]}))
+        parts.append(_note(f"KLD, Δp and same top p against the {html.escape(base)} logits ({html.escape(scope)}"
+                           f"); ΔPPL is KLD mode's PPL(Q)−PPL(base), whose ± accounts for the "
                            "correlation of the two passes (both score the same tokens). ± is one standard error, as "
                            "llama-perplexity prints it. Sizes are the GGUF files' bytes / 2<sup>30</sup>."))
     return "\n".join(parts)
