@@ -11,6 +11,7 @@ import math
 import statistics
 
 from .errors import ToolFailed
+from .plan import as_list
 
 REQUIRED = ("n_prompt", "n_gen", "avg_ts")
 
@@ -55,10 +56,6 @@ def test_label(row: dict) -> str:
 
 # Plans -------------------------------------------------------------------------------------------------
 
-def _as_list(v) -> list:
-    return list(v) if isinstance(v, list | tuple) else [v]
-
-
 def strategy_settings(name: str, spec: dict) -> list[dict]:
     """One offload setting per llama-bench invocation: a `n_cpu_moe` list expands to one setting per N
     (each gets its own VRAM measurement). Keys: n_gpu_layers, override_tensor, n_cpu_moe, fit_target."""
@@ -68,7 +65,7 @@ def strategy_settings(name: str, spec: dict) -> list[dict]:
             base[key] = spec[key]
     if spec.get("n_cpu_moe") is None:
         return [base]
-    return [{**base, "n_cpu_moe": int(n)} for n in _as_list(spec["n_cpu_moe"])]
+    return [{**base, "n_cpu_moe": int(n)} for n in as_list(spec["n_cpu_moe"])]
 
 
 def setting_args(setting: dict, gpu_build: bool, default_ngl: int) -> list[str]:
@@ -90,9 +87,9 @@ def invocations(plan: dict, strategy: str, spec: dict) -> list[dict]:
     depth are swept inside each call (they do not change the memory a setting takes)."""
     out = []
     for setting in strategy_settings(strategy, spec):
-        for kv in _as_list(plan.get("kv") or ["f16"]):
-            for b in _as_list(plan.get("batch") or [None]):
-                for ub in _as_list(plan.get("ubatch") or [None]):
+        for kv in as_list(plan.get("kv") or ["f16"]):
+            for b in as_list(plan.get("batch") or [None]):
+                for ub in as_list(plan.get("ubatch") or [None]):
                     out.append({**setting, "kv": kv, "batch": b, "ubatch": ub})
     return out
 
