@@ -237,12 +237,10 @@ def tune_job(tool, build_json, manifest, budget_gib: float, plan: dict, threads:
     info = gpu_info()
     record = {"stage": "tune", "provenance": provenance(build_json, manifest),
               "params": {"budget_gib": budget_gib, **plan, "threads": threads, **run}}
-    if not info["available"]:
-        record["result"] = {"status": "not measured", "reason": f"{info['reason']}: the tuner needs measured VRAM"}
-        write_json(out, record)
-        return record
-    if not meta.get("expert_count"):
-        record["result"] = {"status": "not measured", "reason": f"{meta['architecture']} has no experts to offload"}
+    why_not = (f"{info['reason']}: the tuner needs measured VRAM" if not info["available"] else
+               f"{meta['architecture']} has no experts to offload" if not meta.get("expert_count") else None)
+    if why_not:
+        record["result"] = {"status": "not measured", "reason": why_not}
         write_json(out, record)
         return record
     gen = int(plan.get("gen", 64))
@@ -253,8 +251,8 @@ def tune_job(tool, build_json, manifest, budget_gib: float, plan: dict, threads:
 
     def measure(n: int) -> Probe:
         cmd = [tool, "-m", model, "-o", "jsonl", "-p", prompt, "-n", gen, "-r", plan.get("repetitions", 3),
-               "-t", threads, "-fa", run.get("flash_attn", "on"), "-ngl", run.get("n_gpu_layers", 99),
-               "-ncmoe", n]
+               "-t", threads, "-fa", run.get("flash_attn", "on"),
+               *bench_mod.setting_args({"n_cpu_moe": n}, True, run.get("n_gpu_layers", 99))]
         with VramSampler() as vram:
             r = run_tool(cmd, log, separate_stdout=True)
         return tune_probe(n, r.stdout, vram.result.peak_delta_mib, log)
