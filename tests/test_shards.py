@@ -16,14 +16,13 @@ import subprocess
 import pytest
 
 from ggufbench.errors import ConfigError, ToolFailed
-from ggufbench.kld import GIB, logits_file_size
+from ggufbench.kld import GIB, logits_file_size, read_logits_tokens
 from ggufbench.perplexity import parse_kld, parse_perplexity
 from ggufbench.shards import (
     combine_kld,
     combine_ppl,
     cuttable,
     plan_shards,
-    read_logits_tokens,
     read_vocab,
     scored_tokens,
     shard_bytes,

@@ -8,6 +8,7 @@ nv = 2*((n_vocab+1)/2) + 4 uint16 values. Only the second half of each chunk is 
 from __future__ import annotations
 
 import shutil
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,10 +75,27 @@ def check_forecast(fc: LogitsForecast) -> None:
 
 def check_logits_file(path: Path, fc: LogitsForecast) -> None:
     """A finished baseline file must be exactly the forecast size and start with the magic."""
-    size = path.stat().st_size if path.exists() else -1
-    if size != fc.bytes:
-        raise ToolFailed(f"{path}: {size:,} bytes written, {fc.bytes:,} expected for {fc.n_chunk} chunks of "
-                         f"ctx {fc.n_ctx}, n_vocab {fc.n_vocab}: the baseline pass did not finish")
+    check_logits_size(path, fc.bytes, fc.n_chunk, fc.n_ctx, fc.n_vocab)
     with open(path, "rb") as f:
         if f.read(8) != b"_logits_":
             raise ToolFailed(f"{path} does not start with llama.cpp's '_logits_' magic")
+
+
+def check_logits_size(path: Path, expected: int, n_chunk: int, n_ctx: int, n_vocab: int) -> None:
+    size = path.stat().st_size if path.exists() else -1
+    if size != expected:
+        raise ToolFailed(f"{path}: {size:,} bytes written, {expected:,} expected for {n_chunk} chunks of "
+                         f"ctx {n_ctx}, n_vocab {n_vocab}: the baseline pass did not finish")
+
+
+def read_logits_tokens(path: str | Path) -> tuple[int, int, int, list[int]]:
+    """(n_ctx, n_vocab, n_chunk, tokens) from a logits file's header (the format above)."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+        if len(head) < 20 or head[:8] != b"_logits_":
+            raise ToolFailed(f"{path} is not a llama.cpp logits file (no '_logits_' header)")
+        n_ctx, n_vocab, n_chunk = struct.unpack("<Iii", head[8:20])
+        raw = f.read(4 * n_ctx * n_chunk)
+    if len(raw) != 4 * n_ctx * n_chunk:
+        raise ToolFailed(f"{path}: header promises {n_chunk} chunks of {n_ctx} tokens but the file ends early")
+    return n_ctx, n_vocab, n_chunk, list(struct.unpack(f"<{n_ctx * n_chunk}i", raw))

@@ -13,11 +13,11 @@ import shutil
 import signal
 from pathlib import Path
 
+from . import kld as kld_mod
 from . import shards as sh
 from .config import kv_pair
 from .errors import ToolFailed
 from .jobs import _common_args, perplexity_text, provenance, tokenize_ids
-from .kld import GIB
 from .models import model_path
 from .perplexity import parse_kld, parse_perplexity
 from .runner import read_json, run_tool, write_json
@@ -102,11 +102,9 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                 base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
                         "wall_seconds": r.wall_seconds,
                         "provenance": provenance(build_json, base_manifest, corpus_json, r.output)}
-                written = logits.stat().st_size if logits.exists() else None
-                if written != forecast:
-                    raise ToolFailed(f"shard {shard}: the baseline pass wrote {written} bytes of logits, {forecast:,} "
-                                     f"forecast for {n_chunk} chunks of ctx {ctx}: it did not finish (see {log})")
-                _, _, got_chunks, got = sh.read_logits_tokens(logits)
+                kld_mod.check_logits_size(logits, forecast, n_chunk, ctx, plan["n_vocab"])
+                written = logits.stat().st_size
+                _, _, got_chunks, got = kld_mod.read_logits_tokens(logits)
                 differing = sh.tokens_differing(ids[first * ctx:end * ctx], got, ctx, add_bos)
                 if differing > MAX_DIFFERING * len(got):
                     raise ToolFailed(f"shard {shard}: {differing} of {len(got)} tokens of its text differ from the "
@@ -152,9 +150,19 @@ def _same(values: list, what: str) -> None:
                          "file or build changed between shard jobs; rerun them (snakemake -R kld_shard)")
 
 
-def _mode_params(recs: list[dict], plan: dict) -> dict:
-    return {"kld_mode": "sharded", "n_shards": len(recs), "disk_budget_gib": round(plan["disk_budget_bytes"] / GIB, 6),
-            "parallel": plan["parallel"]}
+def _params(recs: list[dict], plan: dict, kv: str, chunks) -> dict:
+    """A combined record's params, as mode chunks writes them, plus how it was sharded."""
+    p = recs[0]["params"]
+    k, v = kv_pair(kv)
+    return {"ctx": plan["n_ctx"], "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": p["threads"],
+            "kld_mode": "sharded", "n_shards": len(recs),
+            "disk_budget_gib": round(plan["disk_budget_bytes"] / kld_mod.GIB, 6), "parallel": plan["parallel"],
+            **{key: p[key] for key in ("n_gpu_layers", "flash_attn") if key in p}}
+
+
+def _run_shape(result: dict) -> dict:
+    """How llama-perplexity ran (the same in every shard): n_ctx, n_batch, n_seq, seconds per pass."""
+    return {key: result.get(key) for key in ("n_ctx", "n_batch", "n_seq", "seconds_per_pass")}
 
 
 def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks, out) -> dict:
@@ -167,22 +175,15 @@ def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks
     _same([r["result"]["base"]["provenance"]["file_sha256"] for r in recs], "baseline files")
     parts = [(x["result"], r["result"]["n_tokens_scored"]) for x, r in zip(runs, recs, strict=True)]
     result = sh.combine_kld(parts)
-    first = runs[0]["result"]
-    n_chunk = sum(r["result"]["n_chunk"] for r in recs)
-    result.update(n_chunks=n_chunk, n_ctx=first.get("n_ctx"), n_batch=first.get("n_batch"), n_seq=first.get("n_seq"),
-                  seconds_per_pass=first.get("seconds_per_pass"),
+    result.update(n_chunks=sum(r["result"]["n_chunk"] for r in recs), **_run_shape(runs[0]["result"]),
                   tokens_differing=sum(r["result"]["tokens_differing"] for r in recs),
                   shard_kld_mean=[x["result"]["kld_mean"] for x in runs])
-    k, v = kv_pair(kv)
     base = recs[0]["result"]["base"]
     prov = dict(runs[0]["provenance"])
     prov.update(baseline_quant=base["provenance"]["quant"], baseline_sha256=base["provenance"]["file_sha256"],
                 baseline_kv=recs[0]["params"]["base_kv"])
     record = {"stage": "kld", "provenance": prov,
-              "params": {"ctx": plan["n_ctx"], "kv": kv, "type_k": k, "type_v": v, "chunks": chunks,
-                         "threads": recs[0]["params"]["threads"], **_mode_params(recs, plan),
-                         **{key: recs[0]["params"][key] for key in ("n_gpu_layers", "flash_attn")
-                            if key in recs[0]["params"]}},
+              "params": _params(recs, plan, kv, chunks),
               "result": result,
               "tool": {"cmd": runs[0]["cmd"], "wall_seconds": sum(x["wall_seconds"] for x in runs)}}
     write_json(out, record)
@@ -197,12 +198,8 @@ def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
     _same([b["provenance"]["file_sha256"] for b in bases], "baseline files")
     ppl, unc = sh.combine_ppl([(b["result"]["ppl"], b["result"]["ppl_uncertainty"], r["result"]["n_tokens_scored"])
                                for b, r in zip(bases, recs, strict=True)])
-    first = bases[0]["result"]
-    p = recs[0]["params"]
     result = {"ppl": ppl, "ppl_uncertainty": unc, "n_chunks": sum(r["result"]["n_chunk"] for r in recs),
-              "n_ctx": first.get("n_ctx"), "n_batch": first.get("n_batch"), "n_seq": first.get("n_seq"),
-              "seconds_per_pass": first.get("seconds_per_pass"),
-              "chunk_ppl": [], "shard_ppl": [b["result"]["ppl"] for b in bases],
+              **_run_shape(bases[0]["result"]), "chunk_ppl": [], "shard_ppl": [b["result"]["ppl"] for b in bases],
               "logits_bytes_forecast": max(r["result"]["logits_bytes_forecast"] for r in recs),
               "logits_bytes_written": max(r["result"]["logits_bytes_written"] for r in recs),
               "unsharded_logits_bytes": plan["unsharded_logits_bytes"],
@@ -211,9 +208,7 @@ def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
               "tokens_differing": sum(r["result"]["tokens_differing"] for r in recs),
               "tokens_compared": sum(r["result"]["tokens_compared"] for r in recs)}
     record = {"stage": "kld_base", "provenance": bases[0]["provenance"],
-              "params": {"ctx": plan["n_ctx"], "kv": p["base_kv"], "type_k": p["type_k"], "type_v": p["type_v"],
-                         "chunks": chunks, "threads": p["threads"], **_mode_params(recs, plan),
-                         **{key: p[key] for key in ("n_gpu_layers", "flash_attn") if key in p}},
+              "params": _params(recs, plan, recs[0]["params"]["base_kv"], chunks),
               "result": result,
               "tool": {"cmd": bases[0]["cmd"], "wall_seconds": sum(b["wall_seconds"] for b in bases)}}
     write_json(out, record)

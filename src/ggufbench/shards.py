@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import math
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -93,6 +92,9 @@ def read_vocab(gguf_path: str | Path) -> Vocab:
     return Vocab(model, pieces, bool(get("tokenizer.ggml.add_bos_token", False)), get("tokenizer.ggml.bos_token_id"))
 
 
+REPLACEMENT = "\ufffd".encode()
+
+
 def tokenizer_view(text: bytes) -> tuple[bytes, list[int]]:
     """The bytes llama.cpp's tokenizer reads for `text`, and for each of them the offset in text of the character
     it starts (-1 for a byte inside a character).
@@ -112,9 +114,6 @@ def tokenizer_view(text: bytes) -> tuple[bytes, list[int]]:
             where += [i] + [-1] * (len(REPLACEMENT) - 1)
             i += 1
     return bytes(view), where
-
-
-REPLACEMENT = "\ufffd".encode()
 
 
 def token_spans(ids: list[int], vocab: Vocab, text: bytes, max_skip: int = 16) -> list[int]:
@@ -139,53 +138,44 @@ def token_spans(ids: list[int], vocab: Vocab, text: bytes, max_skip: int = 16) -
     return ends
 
 
-def shard_bytes(ends: list[int], n_text: int, n_ctx: int, first_chunk: int, end_chunk: int,
-                add_bos: bool) -> tuple[int, int]:
-    """[start, end) in the corpus text of chunks [first_chunk, end_chunk) (cuttable() says
-    whether a chunk boundary can start one): from the end of the
-    token before the shard's first one, to the end of up to n_ctx tokens past its last chunk (the last chunk's
-    last tokens are tokenized in context, and a 1-chunk shard still has the two contexts llama-perplexity
-    wants; --chunks cuts the extra off). A model that adds BOS gets one at the start of the shard text in place
-    of the chunk's first token, which llama-perplexity replaces with BOS anyway, so that token is left out."""
-    first = first_chunk * n_ctx + (1 if add_bos and first_chunk > 0 else 0)
-    start = ends[first - 1] if first > 0 else 0
-    last = min(len(ends), (end_chunk + 1) * n_ctx)
-    end = n_text if last == len(ends) else next((e for e in ends[last - 1::-1] if e >= 0), n_text)
-    if start < 0:
-        raise ToolFailed(f"chunk {first_chunk} starts inside a character: it cannot start a shard (plan_shards "
-                         "picks boundaries where cuttable() holds)")
-    return start, end
+def _first_token(chunk: int, n_ctx: int, add_bos: bool) -> int:
+    """The first token a shard starting at `chunk` must reproduce. A model that adds BOS gets one at the start of
+    the shard text in place of the chunk's first token, which llama-perplexity replaces with BOS anyway, so that
+    token is left out of the text."""
+    return chunk * n_ctx + (1 if add_bos and chunk > 0 else 0)
 
 
 def cuttable(ends: list[int], n_ctx: int, add_bos: bool) -> Callable[[int], bool]:
     """Whether a shard can start at chunk c: the token before it ends on a character boundary."""
     def ok(c: int) -> bool:
-        first = c * n_ctx + (1 if add_bos and c > 0 else 0)
+        first = _first_token(c, n_ctx, add_bos)
         return first == 0 or (first - 1 < len(ends) and ends[first - 1] >= 0)
     return ok
 
 
-def read_logits_tokens(path: str | Path) -> tuple[int, int, int, list[int]]:
-    """(n_ctx, n_vocab, n_chunk, tokens) from the header of a --kl-divergence-base file (kld.py's format)."""
-    with open(path, "rb") as f:
-        head = f.read(20)
-        if len(head) < 20 or head[:8] != b"_logits_":
-            raise ToolFailed(f"{path} is not a llama.cpp logits file (no '_logits_' header)")
-        n_ctx, n_vocab, n_chunk = struct.unpack("<Iii", head[8:20])
-        raw = f.read(4 * n_ctx * n_chunk)
-    if len(raw) != 4 * n_ctx * n_chunk:
-        raise ToolFailed(f"{path}: header promises {n_chunk} chunks of {n_ctx} tokens but the file ends early")
-    return n_ctx, n_vocab, n_chunk, list(struct.unpack(f"<{n_ctx * n_chunk}i", raw))
+def shard_bytes(ends: list[int], n_text: int, n_ctx: int, first_chunk: int, end_chunk: int,
+                add_bos: bool) -> tuple[int, int]:
+    """[start, end) in the corpus text of chunks [first_chunk, end_chunk): from the end of the token before the
+    shard's first one (_first_token; cuttable says where that is possible), to the end of up to n_ctx tokens
+    past its last chunk (the last chunk's last tokens are tokenized in context, and a 1-chunk shard still has
+    the two contexts llama-perplexity wants; --chunks cuts the extra off)."""
+    if not cuttable(ends, n_ctx, add_bos)(first_chunk):
+        raise ToolFailed(f"chunk {first_chunk} starts inside a character: it cannot start a shard (plan_shards "
+                         "picks boundaries where cuttable() holds)")
+    first = _first_token(first_chunk, n_ctx, add_bos)
+    start = ends[first - 1] if first > 0 else 0
+    last = min(len(ends), (end_chunk + 1) * n_ctx)
+    end = n_text if last == len(ends) else next((e for e in ends[last - 1::-1] if e >= 0), n_text)
+    return start, end
 
 
 def tokens_differing(expected: list[int], got: list[int], n_ctx: int, add_bos: bool) -> int:
-    """Positions where the shard's tokens differ from the full tokenization's. With a BOS-adding model each
-    chunk's first token is replaced by BOS before evaluation in both runs, so those positions do not count."""
-    if len(expected) != len(got):
-        return abs(len(expected) - len(got)) + tokens_differing(expected[:len(got)], got[:len(expected)], n_ctx,
-                                                                add_bos)
-    return sum(1 for i, (a, b) in enumerate(zip(expected, got, strict=True))
-               if a != b and not (add_bos and i % n_ctx == 0))
+    """Positions where the shard's tokens differ from the full tokenization's (a missing or extra token counts
+    as one). With a BOS-adding model each chunk's first token is replaced by BOS before evaluation in both runs,
+    so those positions do not count."""
+    mismatched = sum(1 for i, (a, b) in enumerate(zip(expected, got, strict=False))
+                     if a != b and not (add_bos and i % n_ctx == 0))
+    return mismatched + abs(len(expected) - len(got))
 
 
 # --- the shard plan ------------------------------------------------------------------------------------------
