@@ -23,6 +23,7 @@ from ggufbench import synth
 from ggufbench.bench import parse_bench_jsonl
 from ggufbench.build import cache_dir
 from ggufbench.errors import ConfigError
+from ggufbench.models import read_kv
 from ggufbench.perplexity import parse_perplexity
 
 from .conftest import demo_build
@@ -99,7 +100,7 @@ def test_size_target_for_the_gpu_run(preset, gb):
 def test_file_holds_the_plan_and_the_vocab_tokenizer_byte_for_byte(model, llama_src):
     from gguf import GGUFReader
 
-    r = GGUFReader(model["path"])  # the gguf package's own reader, independent of synth.read_kv
+    r = GGUFReader(model["path"])  # the gguf package's own reader, independent of models.read_kv
     p = dataclasses.replace(synth.PRESETS["tiny"], arch=model["arch"])
     plan = synth.tensor_plan(p, model["n_vocab"])
     assert [t.name for t in r.tensors] == [s.name for s in plan]
@@ -112,11 +113,11 @@ def test_file_holds_the_plan_and_the_vocab_tokenizer_byte_for_byte(model, llama_
     for key, want in (("block_count", 4), ("expert_count", 8), ("expert_used_count", 2),
                       ("expert_feed_forward_length", 32), ("embedding_length", 64)):
         assert fields[f"{arch}.{key}"].contents() == want, key
-    vocab = synth.read_kv(llama_src / "models" / VOCAB[arch])
-    ours = {k: v for k, v in synth.read_kv(model["path"]).items() if k.startswith("tokenizer.")}
+    vocab = read_kv(llama_src / "models" / VOCAB[arch])
+    ours = {k: v for k, v in read_kv(model["path"]).items() if k.startswith("tokenizer.")}
     assert ours == {k: v for k, v in vocab.items() if k.startswith("tokenizer.")}
     assert len(ours) >= 8 and len(ours["tokenizer.ggml.tokens"][0]) == model["n_vocab"] == 151936
-    # the gguf package reads the same tokenizer that synth.read_kv copied
+    # the gguf package reads the same tokenizer that read_kv copied
     assert fields["tokenizer.ggml.tokens"].contents()[:1000] == [
         t.decode() for t in vocab["tokenizer.ggml.tokens"][0][:1000]]
     merges = vocab["tokenizer.ggml.merges"][0]

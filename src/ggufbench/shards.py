@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .errors import ConfigError, ToolFailed
 from .kld import GIB, logits_file_size, n_chunks_used
+from .models import read_kv
 
 # --- shard texts from the tokenizer's pieces -------------------------------------------------------------
 
@@ -58,10 +59,8 @@ CONTROL, USER_DEFINED = 3, 4
 
 def read_vocab(gguf_path: str | Path) -> Vocab:
     """Each token's text piece from the GGUF's tokenizer, as llama.cpp's token_to_piece gives it for a
-    plain-text corpus (control tokens print nothing). Reads only the metadata (synth.read_kv: a 248K-token
+    plain-text corpus (control tokens print nothing). Reads only the metadata (models.read_kv: a 248K-token
     vocabulary in about a second, where GGUFReader takes ten)."""
-    from .synth import read_kv
-
     kv = read_kv(gguf_path)
 
     def get(name, default=None):

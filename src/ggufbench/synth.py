@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, GgufbenchError
+from .models import read_kv
 
 ARCHS = ("qwen3moe", "qwen35moe")
 DTYPES = {"F16": np.float16, "F32": np.float32}
@@ -216,66 +217,6 @@ class Tokenizer:
     path: Path
     fields: list[tuple[str, object, int, int | None]] = field(default_factory=list)  # key, value, type, item type
     n_vocab: int = 0
-
-
-# GGUF value types (gguf.GGUFValueType): scalar struct formats; 8 = STRING, 9 = ARRAY.
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
-          12: "<f8"}
-
-
-def read_kv(path: str | Path) -> dict[str, tuple[object, int, int | None]]:
-    """The metadata of a GGUF (v2/v3, little-endian): key -> (value, value type, array item type).
-
-    Strings stay bytes (copied byte for byte); arrays are lists. GGUFReader gives the same values but
-    takes ~10 s on a 152K-token vocabulary (a numpy view per string); this walks the bytes once."""
-    import mmap
-    import struct
-
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        if m[:4] != b"GGUF":
-            raise ConfigError(f"{path} is not a GGUF file (starts with {m[:4]!r})")
-        version, = struct.unpack_from("<I", m, 4)
-        if version not in (2, 3):
-            raise ConfigError(f"{path}: GGUF version {version}, expected 2 or 3 (little-endian)")
-        n_kv, = struct.unpack_from("<Q", m, 16)
-        pos = 24
-
-        def string() -> bytes:
-            nonlocal pos
-            n, = struct.unpack_from("<Q", m, pos)
-            pos += 8 + n
-            return m[pos - n:pos]
-
-        def scalar(t: int):
-            nonlocal pos
-            if t == 8:
-                return string()
-            v, = struct.unpack_from(_SCALAR[t], m, pos)
-            pos += struct.calcsize(_SCALAR[t])
-            return v
-
-        out: dict[str, tuple[object, int, int | None]] = {}
-        for _ in range(n_kv):
-            key = string().decode("utf-8")
-            t, = struct.unpack_from("<I", m, pos)
-            pos += 4
-            if t != 9:
-                out[key] = (scalar(t), t, None)
-                continue
-            sub, n = struct.unpack_from("<IQ", m, pos)
-            pos += 12
-            if sub == 8:
-                vals = [string() for _ in range(n)]
-            elif sub in _NUMPY:
-                nbytes = n * np.dtype(_NUMPY[sub]).itemsize
-                arr = np.frombuffer(m[pos:pos + nbytes], dtype=_NUMPY[sub])  # a copy: the mmap closes
-                pos += nbytes
-                vals = [bool(x) for x in arr] if sub == 7 else arr.tolist()
-            else:
-                raise ConfigError(f"{path}: {key} is an array of type {sub} (nested arrays are not copied)")
-            out[key] = (vals, t, sub)
-    return out
 
 
 def read_tokenizer(vocab_gguf: str | Path) -> Tokenizer:
