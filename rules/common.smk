@@ -1,4 +1,5 @@
 # Config validation, path helpers (get_*), wildcard constraints. Logic lives in src/ggufbench.
+import json
 import sys
 from pathlib import Path
 
@@ -237,20 +238,20 @@ def kld_shard_inputs(wildcards):
             "manifests": [get_manifest(wildcards.model, q) for q in kld_shard_quants(wildcards)]}
 
 
+def read_shard_plan(path):
+    return json.loads(Path(path).read_text())["result"]
+
+
 def kld_shard_disk_mb(wildcards, input):
     """The shard's logits file, exactly as forecast in the plan, in MB."""
-    import json
-
-    shard_bytes = json.loads(Path(input.plan).read_text())["result"]["shard_logits_bytes"][int(wildcards.shard)]
+    shard_bytes = read_shard_plan(input.plan)["shard_logits_bytes"][int(wildcards.shard)]
     return max(1, -(-shard_bytes // 1_000_000))
 
 
 def get_kld_shard_records(wildcards):
     """Every shard's record, once checkpoint kld_shard_plan has said how many shards there are."""
-    import json
-
     out = checkpoints.kld_shard_plan.get(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx).output
-    n = json.loads(Path(out.plan).read_text())["result"]["n_shards"]
+    n = read_shard_plan(out.plan)["n_shards"]
     return [f"{kld_shard_dir(wildcards)}/shard-{i}.json" for i in range(n)]
 
 
