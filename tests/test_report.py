@@ -157,3 +157,13 @@ def test_kld_without_perplexity_and_bench_only(tmp_path):
     assert "No perplexity or KLD results in this run" in html
     assert 'id="recommendations-smollm2-135m"' in html  # picks by speed alone
     assert set(RUNS) == {"cpu-demo", "h200-demo"}
+
+
+def test_provenance_says_all_chunks_for_the_whole_corpus():
+    """The study's shape: ctx 512 on 25 chunks, ctx 8192 on the whole corpus (a null: NaN in a float column)."""
+    t = tables("cpu-demo")
+    p = t["perplexity"]
+    t["perplexity"] = p.assign(chunks=[25.0 if c == 512 else float("nan") for c in p["ctx"]])
+    text = R.provenance_block(t)
+    assert "ctx 512: --chunks 25," in text and "ctx 1024: --chunks all," in text
+    assert "nan" not in text and "25.0" not in text

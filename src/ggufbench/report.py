@@ -97,6 +97,12 @@ def _fold(build: str, first: str, content: list[str]) -> str:
             f"<code>{html.escape(first)}</code> are under “llama.cpp builds compared”)</summary>\n{text}\n</details>")
 
 
+def _chunks(v) -> str:
+    """A --chunks value as run: a count, or `all` for none (the whole corpus; a Parquet column that mixes counts
+    and nulls holds floats and NaN)."""
+    return "all" if _isna(v) else str(int(v))
+
+
 def _gib(nbytes) -> str:
     return "—" if _isna(nbytes) else f"{nbytes / GIB:.3f}"
 
@@ -193,7 +199,7 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
             scope = (f"{n} chunks scored in {s} shards (kld.mode: sharded; the percentile columns other than "
                      "max and min are estimates from the shards')")
         else:
-            scope = "--chunks " + ", ".join(sorted({str(c) for c in kld["chunks"]}))
+            scope = "--chunks " + ", ".join(sorted({_chunks(c) for c in kld["chunks"]}))
         parts.append(_note(f"KLD, Δp and same top p against the {html.escape(base)} logits ({html.escape(scope)}"
                            f"); ΔPPL is KLD mode's PPL(Q)−PPL(base), whose ± accounts for the "
                            "correlation of the two passes (both score the same tokens). ± is one standard error, as "
@@ -600,7 +606,7 @@ def provenance_block(tables: dict[str, pd.DataFrame]) -> str:
             p = tables["perplexity"]
             if not p.empty:
                 settings = p[["ctx", "chunks", "threads", "n_gpu_layers", "flash_attn"]].drop_duplicates()
-                text = "; ".join(f"ctx {r.ctx}: --chunks {r.chunks}, -t {r.threads}, -ngl {r.n_gpu_layers}, "
+                text = "; ".join(f"ctx {r.ctx}: --chunks {_chunks(r.chunks)}, -t {r.threads}, -ngl {r.n_gpu_layers}, "
                                  f"-fa {r.flash_attn}" for r in settings.itertuples())
                 dl.append(f"<dt>llama-perplexity</dt><dd>{html.escape(text)}</dd>")
         parts.append(f'<dl class="prov">{"".join(dl)}</dl>')
