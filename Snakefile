@@ -33,6 +33,7 @@ else:
 
 include: "rules/bench.smk"
 include: "rules/report.smk"
+include: "rules/server.smk"
 
 
 rule all:
@@ -47,5 +48,6 @@ localrules:
     make_corpus,
     fetch_model_source,
     aggregate,
+    server_table,
     figures,
     summary_report,

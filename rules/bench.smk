@@ -11,6 +11,7 @@ rule llama_bench:
         bench=BENCH,
         spec=bench_strategy_spec,
         run=RUN,
+        gpu=get_gpu_settings,
     threads: workflow.cores
     resources:
         gpu=get_gpu,
@@ -28,17 +29,18 @@ rule tune_offload:
     input:
         unpack(bench_inputs),
     output:
-        record="results/tune/{build}/{model}/{quant}/vram-{budget}GiB.json",
+        record="results/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.json",
     params:
         tuner=TUNER,
+        contexts=BENCH.get("contexts", []),
         run=RUN,
     threads: workflow.cores
     resources:
         gpu=get_gpu,
     log:
-        "logs/tune/{build}/{model}/{quant}/vram-{budget}GiB.log",
+        "logs/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.log",
     benchmark:
-        "benchmarks/tune/{build}/{model}/{quant}/vram-{budget}GiB.tsv"
+        "benchmarks/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.tsv"
     conda:
         "../envs/python.yaml"
     script:

@@ -12,6 +12,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from ggufbench import plan  # noqa: E402
+from ggufbench.build import TOOLS  # noqa: E402
 from ggufbench.config import check_config, kv_pair, quantize_build  # noqa: E402
 
 validate(config, schema=str(Path(workflow.basedir) / "config" / "schema.yaml"))
@@ -29,14 +30,16 @@ def canonical(value):
 
 BUILDS = list(config["builds"])
 MODELS = list(config["models"])
-PPL = config["perplexity"]
-KLD = config["kld"]
+# perplexity: and kld: are optional (a speed-only study): without them their rules are never asked for
+PPL = config.get("perplexity") or {}
+KLD = config.get("kld") or {}
 KLD_MODE = plan.kld_mode(config)
 KLD_SHARDED = canonical(KLD.get("sharded") or {})
 BENCH = canonical(config["bench"])
 TUNER = canonical(config.get("tuner") or {})
+GPU = canonical(config.get("gpu") or {})
+SERVER = canonical(config.get("server") or {})
 RUN = canonical(config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"}))
-TOOLS = ["llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize"]
 
 
 wildcard_constraints:
@@ -75,6 +78,12 @@ def get_gpu(wildcards):
     return 1 if is_gpu_build(wildcards.build) else 0
 
 
+def get_gpu_settings(wildcards):
+    """The `gpu:` section for jobs of a CUDA build (the emulated free memory changes what they measure); nothing
+    for a CPU build, whose measurements it cannot change."""
+    return GPU if is_gpu_build(wildcards.build) else {}
+
+
 def get_cache_dir():
     return config.get("cache_dir")
 
@@ -89,7 +98,7 @@ def get_quant_origin(model, quant):
 def get_manifest(model, quant):
     """Each origin has its own folder, so one rule makes each path."""
     kind = next(iter(get_quant_origin(model, quant)))
-    folder = {"quantize": "quantized", "hub": "hub", "local": "local"}[kind]
+    folder = {"quantize": "quantized", "source": "quantized", "hub": "hub", "local": "local"}[kind]
     return f"results/models/{model}/{folder}/{quant}/manifest.json"
 
 
@@ -256,14 +265,55 @@ def get_kld_shard_records(wildcards):
 
 
 def get_tune_results():
-    """One tuner job per build x model x quant x VRAM budget (only when `tuner:` is configured)."""
+    """One tuner job per build x model x quant x VRAM budget x served context (when `tuner:` is configured)."""
     return [
-        f"results/tune/{b}/{m}/{q}/vram-{budget:g}GiB.json"
+        f"results/tune/{b}/{m}/{q}/vram-{budget:g}GiB_ctx{ctx}.json"
         for b in BUILDS
         for m in MODELS
         for q in get_quants(m)
         for budget in TUNER.get("vram_budgets_gib", [])
+        for ctx in plan.serve_contexts(config)
     ]
+
+
+def get_server_results():
+    """One server check per build x model x VRAM budget x served context (server.check, with budgets)."""
+    if not SERVER.get("check", True):
+        return []
+    from ggufbench.recommend import budgets_from_config
+
+    return [
+        f"results/server/{b}/{m}/vram-{gib:g}GiB_ctx{ctx}.json"
+        for b in BUILDS
+        for m in MODELS
+        for _, gib in budgets_from_config(config)
+        for ctx in plan.serve_contexts(config)
+    ]
+
+
+def server_check_inputs(wildcards):
+    """The server, and this build's and model's own records (not the tables: another build's results changing
+    must not start this build's server checks again)."""
+    mine = f"/{wildcards.build}/{wildcards.model}/"
+    return {
+        "server": get_tool(wildcards.build, "llama-server"),
+        "build": get_build_json(wildcards.build),
+        "manifests": [get_manifest(wildcards.model, q) for q in get_quants(wildcards.model)],
+        **{name: [p for p in paths if mine in p] for name, paths in (
+            ("perplexity", get_perplexity_results()), ("kld", get_kld_results()), ("bench", get_bench_results()),
+            ("tune", get_tune_results()))},
+    }
+
+
+def model_quants(wildcards):
+    return get_quants(wildcards.model)
+
+
+def recommend_config(wildcards):
+    """What the recommendation reads from the config (the baseline, the KV types): only this, so an unrelated
+    config change does not start the server checks again."""
+    return canonical({"models": {wildcards.model: {"baseline": get_baseline(wildcards.model)}},
+                      "kld": {"base_kv": plan.kld_base_kv(config)}, "perplexity": {"kv": PPL.get("kv", [])}})
 
 
 def bench_strategy_spec(wildcards):

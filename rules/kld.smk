@@ -10,9 +10,10 @@ rule kld_base:
         logits=temp("results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.logits"),
         record="results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.json",
     params:
-        chunks=KLD["chunks"],
+        chunks=KLD.get("chunks"),
         max_logits_gib=KLD.get("max_logits_gib", 8),
         run=RUN,
+        gpu=get_gpu_settings,
     threads: 8
     resources:
         gpu=get_gpu,
@@ -33,6 +34,7 @@ rule kld:
         record="results/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.json",
     params:
         run=RUN,
+        gpu=get_gpu_settings,
     threads: 8
     resources:
         gpu=get_gpu,

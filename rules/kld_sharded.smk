@@ -37,6 +37,7 @@ rule kld_shard:
         quants=kld_shard_quants,
         scratch_dir=KLD_SHARDED.get("scratch_dir"),
         run=RUN,
+        gpu=get_gpu_settings,
     threads: 8
     resources:
         gpu=get_gpu,

@@ -9,6 +9,7 @@ rule perplexity:
     params:
         chunks=perplexity_chunks,
         run=RUN,
+        gpu=get_gpu_settings,
     threads: 8
     resources:
         gpu=get_gpu,

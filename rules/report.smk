@@ -53,7 +53,7 @@ rule figures:
 
 rule summary_report:
     input:
-        tables=rules.aggregate.output,
+        tables=[*rules.aggregate.output, "results/tables/server.parquet"],
         figures=rules.figures.output,
     output:
         html="reports/summary.html",

@@ -8,4 +8,4 @@ from ggufbench.jobs import kld_job
 
 i, p = snakemake.input, snakemake.params
 kld_job(i.tool, i.build, i.manifest, i.base_record, i.logits, int(snakemake.wildcards.ctx), snakemake.wildcards.kv,
-        snakemake.threads, p.run, snakemake.output.record, snakemake.log[0])
+        snakemake.threads, p.run, p.gpu, snakemake.output.record, snakemake.log[0])

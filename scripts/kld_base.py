@@ -8,4 +8,4 @@ from ggufbench.jobs import kld_base_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, p.chunks, p.max_logits_gib,
-             snakemake.threads, p.run, snakemake.output.logits, snakemake.output.record, snakemake.log[0])
+             snakemake.threads, p.run, p.gpu, snakemake.output.logits, snakemake.output.record, snakemake.log[0])

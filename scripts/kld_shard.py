@@ -8,6 +8,6 @@ from ggufbench.kld_sharded import shard_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 shard_job(i.tool, i.build, i.base_manifest, dict(zip(p.quants, i.manifests, strict=True)), i.corpus, i.corpus_record,
-          i.plan, i.tokens, int(w.shard), p.base_kv, p.runs, snakemake.threads, p.run,
+          i.plan, i.tokens, int(w.shard), p.base_kv, p.runs, snakemake.threads, p.run, p.gpu,
           p.scratch_dir or snakemake.resources.tmpdir, f"{w.build}/{w.model}/ctx{w.ctx}", snakemake.output.record,
           snakemake.log[0])

@@ -8,4 +8,4 @@ from ggufbench.jobs import bench_job
 
 i, p = snakemake.input, snakemake.params
 bench_job(i.tool, i.build, i.manifest, p.bench, snakemake.wildcards.strategy, p.spec, snakemake.threads, p.run,
-          snakemake.output.record, snakemake.log[0])
+          p.gpu, snakemake.output.record, snakemake.log[0])

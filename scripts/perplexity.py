@@ -8,4 +8,4 @@ from ggufbench.jobs import perplexity_job
 
 i, w = snakemake.input, snakemake.wildcards
 perplexity_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, snakemake.params.chunks,
-               snakemake.threads, snakemake.params.run, snakemake.output.record, snakemake.log[0])
+               snakemake.threads, snakemake.params.run, snakemake.params.gpu, snakemake.output.record, snakemake.log[0])

@@ -1,4 +1,4 @@
-"""Rule tune_offload: the best --n-cpu-moe within one VRAM budget, found on measured VRAM."""
+"""Rule tune_offload: the best --n-cpu-moe within one VRAM budget at one served context, found on measured VRAM."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "a")
@@ -6,6 +6,6 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 
 from ggufbench.jobs import tune_job
 
-i, p = snakemake.input, snakemake.params
-tune_job(i.tool, i.build, i.manifest, float(snakemake.wildcards.budget), p.tuner, snakemake.threads, p.run,
+i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
+tune_job(i.tool, i.build, i.manifest, float(w.budget), int(w.ctx), p.tuner, p.contexts, snakemake.threads, p.run,
          snakemake.output.record, snakemake.log[0])

@@ -57,6 +57,30 @@ def test_baseline_not_in_quants(demo):
     assert "F16, Q8_0, Q6_K, Q4_K_M, Q3_K_M, Q2_K" in msg
 
 
+def test_a_context_must_hold_the_prompt(demo):
+    demo["bench"]["contexts"] = [512, 4096]
+    assert "bench.contexts: 512 is not above the largest prompt/gen size (512)" in _problems(demo)
+
+
+def test_contexts_and_depth_exclude_each_other(demo):
+    demo["bench"]["depth"] = [0, 2048]
+    assert "bench.depth and bench.contexts both set" in _problems(demo)
+
+
+def test_a_speed_only_study_needs_no_quality_sections():
+    config = _load("../tools/device/study-cuda.yaml")
+    assert "perplexity" not in config and "kld" not in config
+    validate(config, SCHEMA)
+    check_config(config)
+    assert config["models"]["qwen35-shape"]["quants"]["Q4_K_M"] == {"source": True}
+
+
+def test_a_source_quant_needs_a_source(demo):
+    del demo["models"]["smollm2-135m"]["source"]
+    demo["models"]["smollm2-135m"]["quants"]["F16"] = {"source": True}
+    assert "models.smollm2-135m.quants.F16: `source:` needs models.smollm2-135m.source" in _problems(demo)
+
+
 def test_perplexity_corpus_unknown(demo):
     demo["perplexity"]["corpus"] = "wikitext2"
     msg = _problems(demo)

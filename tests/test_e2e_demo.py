@@ -4,6 +4,7 @@ cores); the build cache ($GGUFBENCH_CACHE or ~/.cache/ggufbench) keeps it for la
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -88,8 +89,10 @@ def test_logits_forecast_equals_the_file_llama_cpp_wrote(demo):
 def test_bench_table(demo):
     workdir, _ = demo
     bench = pd.read_parquet(workdir / "results/tables/bench.parquet")
+    # at the served context (bench.contexts [1024]): the KV cache filled to 1024 - 512 before both tests
     assert sorted(zip(bench["quant"], bench["test"], strict=True)) == sorted(
-        (q, t) for q in QUANTS for t in ("pp512", "tg128"))
+        (q, t) for q in QUANTS for t in ("pp512 @ d512", "tg128 @ d512"))
+    assert (bench["setting_context"] == 1024).all() and (bench["status"] == "measured").all()
     _finite(bench, ["avg_ts", "median_ts", "min_ts", "max_ts"])
     assert (bench["avg_ts"] > 0).all()
     # no GPU here: the VRAM columns say so instead of holding a zero
@@ -107,6 +110,25 @@ def test_report_is_self_contained(demo):
         assert table in html
     for q in QUANTS:
         assert f"<td>{q}" in html
+
+
+def test_the_recommended_server_commands_started_and_answered(demo):
+    """Each VRAM budget's pick, started as llama-server on 127.0.0.1, answered one completion, and was stopped."""
+    workdir, _ = demo
+    server = pd.read_parquet(workdir / "results/tables/server.parquet").set_index("budget_gib")
+    assert sorted(server.index) == [0.2, 1.0] and (server["status"] == "started").all()
+    # without a GPU the memory need is the file size: Q8_0 (145 MB) is the best that fits 0.2 GiB, F16 in 1 GiB
+    assert server.loc[0.2, "rec_quant"] == "Q8_0" and server.loc[1.0, "rec_quant"] == "F16"
+    for budget, r in server.iterrows():
+        assert r["command"].startswith("results/builds/cpu/bin/llama-server -m results/models/smollm2-135m/")
+        assert " -c 1024 " in r["command"] and "--port" not in r["command"]
+        assert r["load_seconds"] > 0 and r["server_predicted_ts"] > 0
+        rec = json.loads((workdir / f"results/server/cpu/smollm2-135m/vram-{budget:g}GiB_ctx1024.json").read_text())
+        proof = rec["result"]["attempts"][-1]
+        assert proof["health"] == {"status": "ok"} and proof["predicted_n"] == 32 and proof["content"]
+    html = (workdir / "reports/summary.html").read_text()
+    assert html.count("<pre class='cmd'><code>results/builds/cpu/bin/llama-server") == 2
+    assert "started in" in html
 
 
 def test_same_target_again_does_nothing(demo):
@@ -170,7 +192,8 @@ def test_adding_a_build_runs_only_that_builds_jobs(demo, tmp_path):
     counts, builds = _dry_run_jobs(workdir, config, tmp_path)
     assert builds == {"cpu-noavx512"}
     assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 17, "perplexity": 18, "llama_bench": 6,
-                      "aggregate": 1, "figures": 1, "summary_report": 1, "total": 46}
+                      "aggregate": 1, "figures": 1, "server_check": 2, "server_table": 1, "summary_report": 1,
+                      "total": 49}
 
 
 def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):

@@ -15,7 +15,7 @@ from .workflow import REPO, snakemake
 
 pytestmark = pytest.mark.e2e
 TARGETS = ["results/bench/cpu/synth-moe/F16/exps-cpu.json", "results/bench/cpu/synth-moe/F16/n-cpu-moe.json",
-           "results/tune/cpu/synth-moe/F16/vram-1GiB.json"]
+           "results/tune/cpu/synth-moe/F16/vram-1GiB_ctx40.json"]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ggufbench import figures as F
+from ggufbench import recommend as REC
 from ggufbench import report as R
 
 from .browser.build import REPO, RUNS, build_report, config_for, table_paths
@@ -20,8 +21,9 @@ def tables(run: str) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def cpu_page(tmp_path_factory):
+    """The CPU demo's page as if no VRAM budget were configured (the tables were made before the demo had any)."""
     out = tmp_path_factory.mktemp("cpu")
-    return build_report("cpu-demo", out).read_text(encoding="utf-8"), out
+    return build_report("cpu-demo", out, config_for("cpu-demo", vram_budgets_gib=[])).read_text(encoding="utf-8"), out
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +83,8 @@ def test_cpu_page_says_what_it_lacks(cpu_page):
     assert "No VRAM budget in the config" in page
     assert "file size (lower bound)" in page
     # the scoreboard's ΔPPL is KLD mode's own, with its correlated ± (CPU run, Q4_K_M against F16)
-    assert "<td>Q4_K_M</td><td class=\"num\">0.098</td><td class=\"num\">12.9080 ± 0.7848</td>" \
-           "<td class=\"num\">1.1099 ± 0.1290</td><td class=\"num\">0.061093 ± 0.001473</td>" in page
+    assert "<td>Q4_K_M</td><td class=\"num\">0.098</td><td class=\"num\">12.9260 ± 0.7872</td>" \
+           "<td class=\"num\">1.1269 ± 0.1307</td><td class=\"num\">0.060838 ± 0.001527</td>" in page
     # provenance: commit, flags, corpus sha256, every file's sha256
     t = tables("cpu-demo")
     assert t["builds"]["llama_cpp_commit"].iloc[0] in page and "-DGGML_NATIVE=ON" in page
@@ -94,7 +96,7 @@ def test_cpu_page_says_what_it_lacks(cpu_page):
 def test_gpu_page_picks_per_budget(gpu_page):
     page, _ = gpu_page
     rows = re.search(r'<table id="recommendations-smollm2-135m">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
-    picks = [re.findall(r"<td[^>]*>(.*?)</td>", tr)[:3] for tr in rows.split("</tr>") if tr]
+    picks = [re.findall(r"<td[^>]*>(.*?)</td>", tr)[1:4] for tr in rows.split("</tr>") if tr]
     # measured NVML peaks on the H200: Q4_K_M 815 MiB, Q8_0 853 MiB, F16 1065 MiB, Q2_K 799 MiB (the smallest)
     assert picks == [["0.5 GiB", "nothing fits", "—"], ["0.8 GiB", "Q4_K_M", "f16"], ["1 GiB", "Q8_0", "f16"],
                      ["RTX 5080 (16 GiB)", "F16", "f16"]]
@@ -109,13 +111,13 @@ def test_gpu_page_picks_per_budget(gpu_page):
 
 def test_candidates_memory_basis():
     t = tables("h200-demo")
-    c = R.candidates(t, config_for("h200-demo"), "smollm2-135m", "cuda")
+    c = REC.candidates(t, config_for("h200-demo"), "smollm2-135m", "cuda")
     assert len(c) == 18  # 6 quants x 3 KV types, one offload setting
     f16 = c[(c["quant"] == "Q4_K_M") & (c["kv"] == "f16")].iloc[0]
     assert f16["basis"] == "measured VRAM" and f16["need_bytes"] == pytest.approx(814.8125 * 2**20)
     q4 = c[(c["quant"] == "Q4_K_M") & (c["kv"] == "q4_0")].iloc[0]
     assert q4["basis"] == "measured VRAM with f16 KV (upper bound)"
-    cpu = R.candidates(tables("cpu-demo"), config_for("cpu-demo"), "smollm2-135m", "cpu")
+    cpu = REC.candidates(tables("cpu-demo"), config_for("cpu-demo"), "smollm2-135m", "cpu")
     assert (cpu["basis"] == "file size (lower bound)").all()
     assert (cpu["need_bytes"] == cpu["file_size_bytes"]).all()
 
@@ -123,16 +125,16 @@ def test_candidates_memory_basis():
 def test_kv_cache_estimate():
     # SmolLM2-135M's GGUF metadata: 30 layers, 3 KV heads, head size 64 (K and V)
     arch = {"n_layer": 30, "n_head_kv": 3, "n_embd_head_k": 64, "n_embd_head_v": 64}
-    assert R.kv_cache_bytes(arch, 512, "f16", "f16") == 30 * 512 * 3 * (64 * 2 + 64 * 2)
-    assert R.kv_cache_bytes(arch, 512, "q8_0", "q8_0") == pytest.approx(30 * 512 * 3 * 128 * 34 / 32)
-    assert R.kv_cache_bytes({}, 512, "f16", "f16") is None
-    assert R.kv_cache_bytes(arch, 512, "f16", "nonsense") is None
+    assert REC.kv_cache_bytes(arch, 512, "f16", "f16") == 30 * 512 * 3 * (64 * 2 + 64 * 2)
+    assert REC.kv_cache_bytes(arch, 512, "q8_0", "q8_0") == pytest.approx(30 * 512 * 3 * 128 * 34 / 32)
+    assert REC.kv_cache_bytes({}, 512, "f16", "f16") is None
+    assert REC.kv_cache_bytes(arch, 512, "f16", "nonsense") is None
 
 
 def test_budgets_from_config():
-    assert R.budgets_from_config({}) == []
+    assert REC.budgets_from_config({}) == []
     cfg = {"report": {"target_gpu": {"name": "RTX 5080", "vram_gib": 16}, "vram_budgets_gib": [24, 16, 8]}}
-    assert R.budgets_from_config(cfg) == [("8 GiB", 8.0), ("RTX 5080 (16 GiB)", 16.0), ("24 GiB", 24.0)]
+    assert REC.budgets_from_config(cfg) == [("8 GiB", 8.0), ("RTX 5080 (16 GiB)", 16.0), ("24 GiB", 24.0)]
 
 
 def test_page_with_no_results_still_renders(tmp_path):
@@ -167,3 +169,35 @@ def test_provenance_says_all_chunks_for_the_whole_corpus():
     text = R.provenance_block(t)
     assert "ctx 512: --chunks 25," in text and "ctx 1024: --chunks all," in text
     assert "nan" not in text and "25.0" not in text
+
+
+def test_a_setting_that_does_not_fit_is_a_row_of_its_own_in_the_speed_table():
+    import json
+
+    from ggufbench.tables import bench_rows
+
+    folder = REPO / "tests/data/cuda-h200-study/bench"
+    bench = bench_rows([json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))])
+    nofit = bench[bench["status"] == "does not fit"]
+    assert set(nofit["strategy"]) == {"all-gpu"} and nofit["median_ts"].isna().all()
+    assert nofit["reason"].str.startswith("cudaMalloc of 19905.15 MiB on device 0 failed").all()
+    assert (bench["gpu_emulated_free_mib"] == 16384).all()
+    page = R.speed_table(bench)
+    row = re.search(r'<tr class="nofit">(.*?)</tr>', page).group(1)
+    assert row.count("does not fit in 16.0 GiB") == 3  # pp512, tg32 and the VRAM column
+    assert "Emulated card: the GPU showed only 16 GiB free" in page
+    # the settings that fit were measured all the same, each with its own peak
+    measured = bench[bench["status"] == "measured"]
+    assert (measured["vram_peak_delta_mib"] < 16384).all()
+    assert sorted(measured["setting_n_cpu_moe"].dropna().unique()) == [16, 24, 32]
+
+
+def test_cpu_page_recommends_what_started(tmp_path):
+    """With the demo's budgets: each pick is the one whose llama-server command was started, with its command."""
+    page = build_report("cpu-demo", tmp_path).read_text(encoding="utf-8")
+    rows = re.search(r'<table id="recommendations-smollm2-135m">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", tr) for tr in rows.split("</tr>") if tr]
+    assert [c[:3] for c in cells] == [["1024", "0.2 GiB", "Q8_0"], ["1024", "1 GiB", "F16"]]
+    assert all(c[-1].startswith("started in ") and "tok/s" in c[-1] for c in cells)
+    assert page.count("<pre class='cmd'><code>results/builds/cpu/bin/llama-server -m results/models/smollm2-135m/"
+                      "quantized/") == 2

@@ -30,7 +30,7 @@ CHECK_PAGE = """(() => {
                          height: document.documentElement.scrollHeight});
 })()"""
 
-BUDGETS = {"cpu-demo": {}, "h200-demo": {"vram_budgets_gib": [0.8, 1.0], "target_gpu": {"name": "RTX 5080",
+BUDGETS = {"cpu-demo": {"vram_budgets_gib": []}, "h200-demo": {"vram_budgets_gib": [0.8, 1.0], "target_gpu": {"name": "RTX 5080",
                                                                                            "vram_gib": 16}}}
 
 
@@ -114,7 +114,7 @@ def test_report_renders_in_chromium(run, tmp_path, capsys):
     assert ids[f"scoreboard-{first}-smollm2-135m"] == 6
     assert info["sections"] == ["Recommendations per VRAM budget", "Scoreboard: quality per quant",
                                 "KV-cache matrix: PPL by KV type and context", "Speed and VRAM (llama-bench)",
-                                "llama.cpp builds compared", "Figures", "Provenance"]
+                                "Offload tuner", "llama.cpp builds compared", "Figures", "Provenance"]
     assert info["width"] <= 1280, "the page scrolls sideways at 1280 px"
     if run == "cpu-demo":  # no GPU, one build, no budget: each says so
         assert any("No VRAM measured" in e for e in info["empty"])

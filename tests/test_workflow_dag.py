@@ -11,10 +11,11 @@ def test_demo_dag_is_complete(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "2", configfile=REPO / "config/demo.yaml").stdout
     counts = job_counts(out)
     # 6 quants x 3 KV types x 2 contexts = 36 PPL cells; the 18 at ctx 512 come from the baseline pass and the
-    # 17 KLD runs (6 quants x 3 KV types, less F16 with f16 KV: that is the baseline pass); 6 llama-bench
+    # 17 KLD runs (6 quants x 3 KV types, less F16 with f16 KV: that is the baseline pass); 6 llama-bench; a server
+    # check per VRAM budget (2) at the one served context
     assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 6,
                       "kld_base": 1, "llama_bench": 6, "perplexity": 18, "kld": 17, "aggregate": 1, "figures": 1,
-                      "summary_report": 1, "all": 1, "total": 55}
+                      "server_check": 2, "server_table": 1, "summary_report": 1, "all": 1, "total": 58}
 
 
 def test_demo_is_the_default_config(tmp_path):
@@ -30,9 +31,11 @@ def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
     assert counts["download_gguf"] == 5
     assert counts["perplexity"] == 15
     assert counts["kld"] == 14 and counts["kld_base"] == 1
-    # llama-bench: 5 quants x 5 offload strategies; the tuner: 5 quants x 2 VRAM budgets
+    # llama-bench: 5 quants x 5 offload strategies; the tuner: 5 quants x 2 VRAM budgets x 2 contexts; a server
+    # check per report budget (12, 16, 24 GiB) and context
     assert counts["llama_bench"] == 25
-    assert counts["tune_offload"] == 10
+    assert counts["tune_offload"] == 20
+    assert counts["server_check"] == 6 and counts["server_table"] == 1
     assert "quantize_gguf" not in counts
     assert "results/models/qwen3.5-35b-a3b/hub/bartowski-Q4_K_L/manifest.json" in out
 

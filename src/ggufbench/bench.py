@@ -10,6 +10,7 @@ import json
 import math
 import statistics
 
+from .config import kv_pair
 from .errors import ToolFailed
 from .plan import as_list
 
@@ -83,15 +84,66 @@ def setting_args(setting: dict, gpu_build: bool, default_ngl: int) -> list[str]:
 
 
 def invocations(plan: dict, strategy: str, spec: dict) -> list[dict]:
-    """Every llama-bench call of one strategy: its settings x KV types x -b x -ub. Threads, prompt, gen and
-    depth are swept inside each call (they do not change the memory a setting takes)."""
+    """Every llama-bench call of one strategy: its settings x KV types x -b x -ub x contexts. Threads, prompt,
+    gen and depth are swept inside each call (they do not change the memory a setting takes; the context does,
+    so each context is a call of its own, with its own VRAM peak and its own "does not fit")."""
     out = []
     for setting in strategy_settings(strategy, spec):
         for kv in as_list(plan.get("kv") or ["f16"]):
             for b in as_list(plan.get("batch") or [None]):
                 for ub in as_list(plan.get("ubatch") or [None]):
-                    out.append({**setting, "kv": kv, "batch": b, "ubatch": ub})
+                    for ctx in plan.get("contexts") or [None]:
+                        out.append({**setting, "kv": kv, "batch": b, "ubatch": ub, "context": ctx})
     return out
+
+
+def depths(plan: dict, context: int | None) -> list[int]:
+    """-d of a call: at a served context C, the KV cache filled to C − the largest prompt, so that the prompt
+    test's context is exactly C (llama-bench sizes it n_prompt + n_gen + n_depth) and generation runs near the
+    end of a full context; without one, the plan's own depths."""
+    if context is None:
+        return list(plan.get("depth") or [0])
+    top = max(max(plan.get("prompt") or [0]), max(plan.get("gen") or [0]))
+    return [context - top]
+
+
+def bench_cmd(tool, model, plan: dict, inv: dict, threads: list[int], gpu_build: bool, run: dict) -> list:
+    """The llama-bench call for one invocation (bench jobs) or one probe (the tuner)."""
+    k, v = kv_pair(inv.get("kv", "f16"))
+    cmd = [tool, "-m", model, "-o", "jsonl",
+           "-p", ",".join(str(p) for p in plan.get("prompt", [512])),
+           "-n", ",".join(str(n) for n in plan.get("gen", [128])),
+           "-d", ",".join(str(d) for d in depths(plan, inv.get("context"))),
+           "-r", plan.get("repetitions", 5), "-t", ",".join(str(t) for t in threads),
+           "-fa", run.get("flash_attn", "on"), "-ctk", k, "-ctv", v]
+    if inv.get("batch") is not None:
+        cmd += ["-b", inv["batch"]]
+    if inv.get("ubatch") is not None:
+        cmd += ["-ub", inv["ubatch"]]
+    cmd += setting_args(inv, gpu_build, run.get("n_gpu_layers", 99))
+    cmd += [str(a) for a in plan.get("extra_args", [])]
+    return cmd
+
+
+def planned_rows(plan: dict, inv: dict, threads: list[int], gpu_build: bool, run: dict) -> list[dict]:
+    """The rows a call would have written, with the llama-bench fields that name its setting (as llama-bench
+    reports them: -ngl -1 under fit, "none" without -ot): what a "does not fit" call stands for."""
+    rows = []
+    for d in depths(plan, inv.get("context")):
+        for t in threads:
+            for p in plan.get("prompt", [512]):
+                if p:
+                    rows.append({"n_prompt": p, "n_gen": 0, "n_depth": d, "n_threads": t})
+            for n in plan.get("gen", [128]):
+                if n:
+                    rows.append({"n_prompt": 0, "n_gen": n, "n_depth": d, "n_threads": t})
+    k, v = kv_pair(inv.get("kv", "f16"))
+    fit = inv.get("fit_target")
+    ngl = -1 if fit else inv.get("n_gpu_layers", run.get("n_gpu_layers", 99) if gpu_build else -1)
+    named = {"type_k": k, "type_v": v, "n_gpu_layers": ngl, "n_cpu_moe": inv.get("n_cpu_moe", 0),
+             "tensor_buft_overrides": inv.get("override_tensor", "none"), "fit_target": fit or 0,
+             "backends": "CUDA" if gpu_build else "CPU", "n_batch": inv.get("batch"), "n_ubatch": inv.get("ubatch")}
+    return [{**r, "test": test_label(r), **named} for r in rows]
 
 
 def summarize(row: dict, discard_first: bool, noise_pct: float) -> dict:

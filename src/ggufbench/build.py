@@ -27,7 +27,8 @@ from pathlib import Path
 from .errors import ConfigError, ToolFailed
 from .runner import run_tool, write_json
 
-TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize")
+# What the workflow runs: measurement tools, llama-server (proven commands), llama-fit-params (what --fit decides).
+TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize", "llama-server", "llama-fit-params")
 
 
 def cache_dir(configured: str | None = None) -> Path:
@@ -213,7 +214,7 @@ def check_toolkit(archs: str, nvcc_ver: str | None) -> None:
 def cmake_args(build: dict, ident: dict) -> list[str]:
     """CMake cache entries for this build (order is stable: it is part of the build key)."""
     args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
-            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
             "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
             f"-DGGML_NATIVE={'ON' if build.get('native', True) else 'OFF'}"]
     if build.get("cuda", False):

@@ -21,24 +21,38 @@ def check_config(config: dict) -> None:
         if qb is not None and qb not in builds:
             problems.append(f"models.{name}.quantize_build: {qb!r} is not a key of builds ({', '.join(builds)})")
         for quant, origin in quants.items():
-            if "quantize" in origin and "source" not in model:
-                problems.append(f"models.{name}.quants.{quant}: `quantize:` needs models.{name}.source "
-                                "(the file to quantize from)")
+            for kind in ("quantize", "source"):
+                if kind in origin and "source" not in model:
+                    problems.append(f"models.{name}.quants.{quant}: `{kind}:` needs models.{name}.source "
+                                    "(the file it is made from)")
     for section in ("perplexity", "kld"):
+        if section not in config:  # a speed-only study measures no quality
+            continue
         corpus = config[section]["corpus"]
         if corpus not in config["corpora"]:
             problems.append(f"{section}.corpus: {corpus!r} is not a key of corpora "
                             f"({', '.join(config['corpora'])})")
-    kld = config["kld"]
-    if kld.get("mode", "chunks") == "chunks" and kld.get("chunks") is None:
+    kld = config.get("kld") or {}
+    if kld and kld.get("mode", "chunks") == "chunks" and kld.get("chunks") is None:
         problems.append("kld.chunks: mode chunks needs it (the baseline logits are kept for that many chunks); "
                         "or set kld.mode: sharded to score the whole corpus in bounded disk")
     if "sharded" in kld and kld.get("mode", "chunks") != "sharded":
         problems.append("kld.sharded: only read in mode sharded; set kld.mode: sharded or remove it")
-    ctxs = config["perplexity"]["ctx"]
-    for key in (config["perplexity"].get("chunks_by_ctx") or {}):
+    ppl = config.get("perplexity") or {}
+    ctxs = ppl.get("ctx", [])
+    for key in (ppl.get("chunks_by_ctx") or {}):
         if int(key) not in ctxs:
             problems.append(f"perplexity.chunks_by_ctx: {key} is not one of perplexity.ctx ({ctxs})")
+    bench = config.get("bench") or {}
+    contexts = bench.get("contexts") or []
+    top = max(max(bench.get("prompt") or [512]), max(bench.get("gen") or [128]))
+    for c in contexts:
+        if c <= top:
+            problems.append(f"bench.contexts: {c} is not above the largest prompt/gen size ({top}): a context holds "
+                            "the prompt and what is generated")
+    if contexts and any(bench.get("depth") or []):
+        problems.append("bench.depth and bench.contexts both set: a served context sets the depth (context - "
+                        "prompt); drop one")
     if problems:
         raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
 

@@ -364,5 +364,8 @@ def make_figures(tables: dict, out: dict) -> None:
     for key, path in out.items():
         table, make = MAKERS[key]
         if table not in cache:
-            cache[table] = pd.read_parquet(tables[table])
+            df = pd.read_parquet(tables[table])
+            if "status" in df:  # "does not fit" rows have no speed to plot (the report's tables show them)
+                df = df[df["status"].fillna("measured") == "measured"]
+            cache[table] = df
         make(cache[table], path)

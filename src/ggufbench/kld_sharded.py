@@ -17,10 +17,10 @@ from . import kld as kld_mod
 from . import shards as sh
 from .config import kv_pair
 from .errors import ToolFailed
-from .jobs import _common_args, perplexity_text, provenance, tokenize_ids
+from .jobs import _common_args, perplexity_text, provenance, run_measurement, tokenize_ids
 from .models import model_path
 from .perplexity import parse_kld, parse_perplexity
-from .runner import read_json, run_tool, write_json
+from .runner import read_json, write_json
 
 MAX_DIFFERING = 0.001  # a shard whose tokens differ more than this from the full tokenization's fails
 
@@ -63,7 +63,7 @@ def _raise_on_sigterm() -> None:
 
 
 def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus, corpus_json, plan_json, tokens_json,
-              shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, scratch_root,
+              shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, gpu: dict, scratch_root,
               tag: str, out, log) -> dict:
     """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch."""
     _raise_on_sigterm()
@@ -98,10 +98,10 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                 k, v = kv_pair(base_kv)
                 cmd = _common_args(tool, base_model, build, ctx, base_kv, threads, run) + [
                     "-f", text, "--chunks", n_chunk, "--kl-divergence-base", logits]
-                r = run_tool(cmd, log)
+                r, emulation = run_measurement(cmd, log, build, gpu)
                 base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
                         "wall_seconds": r.wall_seconds,
-                        "provenance": provenance(build_json, base_manifest, corpus_json, r.output)}
+                        "provenance": provenance(build_json, base_manifest, corpus_json, r.output, emulation)}
                 kld_mod.check_logits_size(logits, forecast, n_chunk, ctx, plan["n_vocab"])
                 written = logits.stat().st_size
                 _, _, got_chunks, got = kld_mod.read_logits_tokens(logits)
@@ -114,11 +114,11 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                 for quant, kv in runs:
                     cmd = _common_args(tool, model_path(manifests[quant]), build, ctx, kv, threads, run) + [
                         "--kl-divergence-base", logits, "--kl-divergence"]
-                    r = run_tool(cmd, log)
+                    r, emulation = run_measurement(cmd, log, build, gpu)
                     klds[run_key(quant, kv)] = {
                         "result": parse_kld(r.output).to_dict(), "cmd": [str(c) for c in cmd],
                         "wall_seconds": r.wall_seconds,
-                        "provenance": provenance(build_json, manifests[quant], corpus_json, r.output)}
+                        "provenance": provenance(build_json, manifests[quant], corpus_json, r.output, emulation)}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     with open(log, "a") as f:

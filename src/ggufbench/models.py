@@ -7,7 +7,9 @@ never from a guess, and the sha256 goes into every result row's provenance.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import struct
 import sys
 import zipfile
@@ -113,6 +115,27 @@ def quantize(quantize_bin: Path, src: Path, dest: Path, qtype: str, threads: int
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def make_quant(origin: dict, source: Path, quantize_bin: Path, manifest: Path, model: str, quant: str,
+               threads: int, log: str | Path | None = None) -> dict:
+    """A quant made from the model's source: llama-quantize to `quantize:`'s type, or (`source: true`) the source
+    file itself, hard-linked (copied across file systems) under the quant's name; then its manifest."""
+    gguf = manifest.parent / f"{model}-{quant}.gguf"
+    if origin.get("source"):
+        gguf.parent.mkdir(parents=True, exist_ok=True)
+        tmp = gguf.with_name(f".{gguf.name}.partial")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        tmp.replace(gguf)
+        made = {"kind": "source", "from": str(source)}
+    else:
+        quantize(quantize_bin, source, gguf, origin["quantize"], threads, log)
+        made = {"kind": "quantize", "type": origin["quantize"], "from": str(source), "tool": str(quantize_bin)}
+    return write_manifest(manifest, model, quant, [gguf], made)
 
 
 # GGUF value types (gguf.GGUFValueType): scalar struct formats; 8 = STRING, 9 = ARRAY.

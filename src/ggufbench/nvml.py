@@ -61,6 +61,7 @@ class VramPeak:
     baseline_mib: float | None = None
     peak_used_mib: float | None = None
     peak_delta_mib: float | None = None
+    free_before_mib: float | None = None   # what was free when the run started (all GPUs): what "fits" means
     samples: int = 0
     interval_s: float = 0.0
     per_gpu_delta_mib: list[float] = field(default_factory=list)
@@ -91,6 +92,7 @@ class VramSampler:
             self._nv = None
             return self
         self._base = self._used()
+        self._free = sum(nv.nvmlDeviceGetMemoryInfo(h).free / 2**20 for h in self._handles)
         self._peak = list(self._base)
         self._n = 0
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -114,7 +116,7 @@ class VramSampler:
         self._thread.join()
         deltas = [p - b for p, b in zip(self._peak, self._base, strict=True)]
         self.result = VramPeak(available=True, baseline_mib=sum(self._base), peak_used_mib=sum(self._peak),
-                               peak_delta_mib=sum(deltas), samples=self._n, interval_s=self.interval_s,
-                               per_gpu_delta_mib=deltas)
+                               peak_delta_mib=sum(deltas), free_before_mib=self._free, samples=self._n,
+                               interval_s=self.interval_s, per_gpu_delta_mib=deltas)
         self._nv.nvmlShutdown()
 

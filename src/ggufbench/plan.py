@@ -16,6 +16,13 @@ def as_list(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def serve_contexts(config: dict) -> list[int]:
+    """The contexts recommendations, tuner and server checks are for: bench.contexts, or without them the one
+    llama-bench's own runs hold (largest prompt + largest generation)."""
+    b = config.get("bench") or {}
+    return list(b.get("contexts") or []) or [max(b.get("prompt") or [512]) + max(b.get("gen") or [128])]
+
+
 def ppl_chunks(config: dict, ctx: int) -> int | None:
     ppl = config["perplexity"]
     by_ctx = ppl.get("chunks_by_ctx") or {}
@@ -23,16 +30,16 @@ def ppl_chunks(config: dict, ctx: int) -> int | None:
 
 
 def kld_kvs(config: dict) -> list[str]:
-    return as_list(config["kld"].get("kv", "f16"))
+    return as_list((config.get("kld") or {}).get("kv", "f16"))
 
 
 def kld_base_kv(config: dict) -> str:
-    return config["kld"].get("base_kv", "f16")
+    return (config.get("kld") or {}).get("base_kv", "f16")
 
 
 def kld_mode(config: dict) -> str:
     """chunks (one baseline logits file for kld.chunks chunks) or sharded (shards, docs/kld-sharded.md)."""
-    return config["kld"].get("mode", "chunks")
+    return (config.get("kld") or {}).get("mode", "chunks")
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,11 @@ class Run:
 
 
 def kld_runs(config: dict) -> list[Run]:
-    k = config["kld"]
+    """The baseline passes and KLD runs (none without a `kld:` section: a speed-only study)."""
+    k = config.get("kld")
     runs = []
+    if not k:
+        return runs
     for build in config["builds"]:
         for model, m in config["models"].items():
             base = m["baseline"]
@@ -74,8 +84,10 @@ def kld_runs(config: dict) -> list[Run]:
 
 
 def ppl_cells(config: dict) -> list[Run]:
-    """Every cell of the PPL matrix, as the run a naive plan would make for it."""
-    p = config["perplexity"]
+    """Every cell of the PPL matrix, as the run a naive plan would make for it (none without `perplexity:`)."""
+    p = config.get("perplexity")
+    if not p:
+        return []
     return [Run("perplexity", build, model, quant, ctx, kv, ppl_chunks(config, ctx), p["corpus"])
             for build in config["builds"] for model, m in config["models"].items() for quant in m["quants"]
             for ctx in p["ctx"] for kv in p["kv"]]

@@ -12,12 +12,13 @@ import base64
 import datetime as dt
 import html
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 
+from . import recommend as rec
 from .figures import FIGURES, scoreboard_kld, with_strategy
+from .plan import serve_contexts
 
 GIB = 1024**3
 MIB = 1024**2
@@ -31,7 +32,9 @@ h3{font-size:1rem;margin:1.2rem 0 .3rem}
 table{border-collapse:collapse;font-size:.82rem;margin:.4rem 0}
 th,td{padding:.22rem .55rem;border:1px solid #ddd;vertical-align:top}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.pick td{background:#eef7ee} tbody tr:hover td{background:#fafae8}
+tr.pick td{background:#eef7ee} tr.nofit td{color:#888;background:#faf3f3}
+pre.cmd{background:#f4f4f4;padding:.4rem .6rem;overflow-x:auto;font-size:.8rem;white-space:pre-wrap}
+tbody tr:hover td{background:#fafae8}
 .note{color:#555;font-size:.85rem;max-width:60rem} .empty{color:#a33;font-weight:500}
 nav{font-size:.85rem;background:#f8f8f8;padding:.4rem .8rem;border:1px solid #eee}
 nav a{margin-right:1rem;color:#245}
@@ -42,23 +45,12 @@ dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;font-
 dl.prov dt{font-weight:600} dl.prov dd{margin:0}
 """
 
-# Bytes per element of llama.cpp's KV-cache types (ggml block size / elements per block).
-KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
-                 "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
-# Model architecture columns that, where the tables carry them, allow a KV-cache estimate (GGUF metadata).
-ARCH_COLUMNS = ("n_layer", "n_head_kv", "n_embd_head_k", "n_embd_head_v")
-
-
 # ---------------------------------------------------------------------------------------------- formatting
 
-def _isna(v) -> bool:
-    return v is None or (not isinstance(v, str) and pd.isna(v))
-
-
 def _pm(v, u, fmt="{:.4f}") -> str:
-    if _isna(v):
+    if rec.isna(v):
         return "—"
-    return f"{fmt.format(v)} ± {fmt.format(u)}" if not _isna(u) else fmt.format(v)
+    return f"{fmt.format(v)} ± {fmt.format(u)}" if not rec.isna(u) else fmt.format(v)
 
 
 def _table(df: pd.DataFrame, table_id: str, numeric: set[str] | None = None, row_class=None) -> str:
@@ -69,7 +61,7 @@ def _table(df: pd.DataFrame, table_id: str, numeric: set[str] | None = None, row
     for i, row in enumerate(df.itertuples(index=False)):
         cells = []
         for c, v in zip(df.columns, row, strict=True):
-            text = "—" if _isna(v) else str(v)
+            text = "—" if rec.isna(v) else str(v)
             cls = ' class="num"' if c in numeric else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         cls = row_class(i) if row_class else None
@@ -100,11 +92,11 @@ def _fold(build: str, first: str, content: list[str]) -> str:
 def _chunks(v) -> str:
     """A --chunks value as run: a count, or `all` for none (the whole corpus; a Parquet column that mixes counts
     and nulls holds floats and NaN)."""
-    return "all" if _isna(v) else str(int(v))
+    return "all" if rec.isna(v) else str(int(v))
 
 
 def _gib(nbytes) -> str:
-    return "—" if _isna(nbytes) else f"{nbytes / GIB:.3f}"
+    return "—" if rec.isna(nbytes) else f"{nbytes / GIB:.3f}"
 
 
 def _first_build(tables: dict[str, pd.DataFrame], model: str | None = None) -> str | None:
@@ -123,16 +115,6 @@ def _models(tables: dict[str, pd.DataFrame]) -> list[str]:
     return list(dict.fromkeys(m for t in frames for m in t["model"]))
 
 
-def _baseline(config: dict, model: str) -> str | None:
-    return (config.get("models", {}).get(model) or {}).get("baseline")
-
-
-def _base_kv(config: dict, kld: pd.DataFrame) -> str:
-    if not kld.empty and "baseline_kv" in kld and kld["baseline_kv"].notna().any():
-        return str(kld["baseline_kv"].dropna().iloc[0])
-    return (config.get("kld") or {}).get("base_kv") or ((config.get("perplexity") or {}).get("kv") or ["f16"])[0]
-
-
 # ---------------------------------------------------------------------------------------------- scoreboard
 
 def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
@@ -143,14 +125,14 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
     if ppl.empty:
         return _empty("perplexity results", "the scoreboard needs the PPL cells")
     parts = []
-    kv0 = _base_kv(config, kld)
+    kv0 = rec.base_kv(config, kld)
     ks = scoreboard_kld(kld)
     first = str(ppl["build"].iloc[0])
     for (build, model), g in ppl.groupby(["build", "model"], sort=False):
         kctx = ks[(ks["build"] == build) & (ks["model"] == model)]
         ctx0 = int(kctx["ctx"].iloc[0]) if not kctx.empty else int(sorted(g["ctx"].unique())[0])
         p = g[(g["kv"] == kv0) & (g["ctx"] == ctx0)].set_index("quant")
-        baseline = _baseline(config, model)
+        baseline = rec.baseline(config, model)
         base_ppl = p["ppl"].get(baseline) if baseline in p.index else float("nan")
         k = kctx.set_index("quant")
         rows = []
@@ -162,7 +144,7 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
             elif is_base:
                 dppl = "0 (baseline)"
             else:
-                dppl = "—" if _isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
+                dppl = "—" if rec.isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
 
             def stat(col, fmt, unit="", kr=kr, is_base=is_base):
                 if is_base and kr is None:
@@ -211,7 +193,7 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
 
 def _kv_cell(r) -> str:
     text = _pm(r["ppl"], r["ppl_uncertainty"])
-    if r["kv"] != "f16" and not _isna(r.get("dppl_vs_f16_kv")):
+    if r["kv"] != "f16" and not rec.isna(r.get("dppl_vs_f16_kv")):
         text += f" ({r['dppl_vs_f16_kv']:+.4f})"
     return text
 
@@ -242,7 +224,7 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
                     "kv_cost_long_minus_short": f"ΔPPL at ctx {ctxs[-1]} minus ΔPPL at ctx {ctxs[0]}"})
                 own.append(f"<h3>Does the KV type cost more at ctx {ctxs[-1]} than at ctx {ctxs[0]}?</h3>")
                 for col in t.columns[2:]:
-                    t[col] = t[col].map(lambda v: "—" if _isna(v) else f"{v:+.4f}")
+                    t[col] = t[col].map(lambda v: "—" if rec.isna(v) else f"{v:+.4f}")
                 own.append(_table(t, f"kv-long-{build}-{model}", set(t.columns[2:])))
         k = kld[(kld["build"] == build) & (kld["model"] == model)] if not kld.empty else kld
         if not k.empty and k["kv"].nunique() > 1:
@@ -251,7 +233,7 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
             km = k.pivot_table(index="quant", columns="kv", values="cell", aggfunc="first")
             km = km.reindex(index=order, columns=[kv for kv in kvs if kv in km.columns])
             bq, bkv = str(k["baseline_quant"].iloc[0]), str(k["baseline_kv"].iloc[0])
-            if bq in km.index and bkv in km.columns and _isna(km.loc[bq, bkv]):
+            if bq in km.index and bkv in km.columns and rec.isna(km.loc[bq, bkv]):
                 km.loc[bq, bkv] = "0 (baseline)"
             km.columns = [f"KV {c}" for c in km.columns]
             own.append(f"<h3>Mean KLD by KV type (against {html.escape(bq)} with {html.escape(bkv)} KV, "
@@ -267,18 +249,29 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- speed / VRAM
 
 def _vram_text(ok, delta, reason) -> str:
-    if ok and not _isna(delta):
+    if ok and not rec.isna(delta):
         return f"{delta:.0f}"
     return f"n/a ({(reason or 'not measured').split(' (')[0]})"
 
 
+def _no_fit_text(free_mib) -> str:
+    return "does not fit" + ("" if rec.isna(free_mib) else f" in {free_mib / 1024:.1f} GiB")
+
+
 def speed_table(bench: pd.DataFrame) -> str:
-    """One row per build × quant × setting (offload strategy, threads, KV types); a column per llama-bench
-    test with the median t/s and the repetitions' min–max; VRAM of the llama-bench call."""
+    """One row per build × quant × setting (offload strategy, threads, KV types, context); a column per
+    llama-bench test with the median t/s and the repetitions' min–max, or "does not fit in N GiB"; VRAM of the
+    llama-bench call."""
     if bench.empty:
         return _empty("llama-bench results")
     b = with_strategy(bench)
+    if "status" not in b:
+        b = b.assign(status="measured")
+    b = b.assign(status=b["status"].fillna("measured"))
+    has_ctx = "setting_context" in b and b["setting_context"].notna().any()
     keys = ["build", "model", "quant", "strategy_label", "n_threads", "type_k", "type_v"]
+    if has_ctx:
+        keys.append("setting_context")
     tests = list(dict.fromkeys(b["test"]))
     calls = b.groupby(["build", "model", "quant"])["strategy_label"].nunique()
     rows = []
@@ -288,226 +281,164 @@ def speed_table(bench: pd.DataFrame) -> str:
         row = {"build": key[0], "model": key[1], "quant": key[2], "size GiB": _gib(r["file_size_bytes"]),
                "offload": key[3], "threads": key[4],
                "KV": key[5] if key[5] == key[6] else f"{key[5]}/{key[6]}", "backend": r["backend"]}
+        if has_ctx:
+            row["context"] = "—" if rec.isna(key[7]) else int(key[7])
+        fits = (g["status"] == "measured").all()
         for t in tests:
             h = g[g["test"] == t]
-            row[f"{t} t/s"] = (f"{h['median_ts'].iloc[0]:.1f} ({h['min_ts'].iloc[0]:.1f}–{h['max_ts'].iloc[0]:.1f})"
-                               if not h.empty else "—")
-        vram = _vram_text(bool(r["vram_available"]), r["vram_peak_delta_mib"], r["vram_reason"])
-        if calls.get((key[0], key[1], key[2]), 1) > 1 and bool(r["vram_available"]):
-            vram = f"≤ {vram} (peak of the whole call)"
-        row["VRAM peak MiB"] = vram
+            if h.empty:
+                row[f"{t} t/s"] = "—"
+            elif h["status"].iloc[0] != "measured":
+                row[f"{t} t/s"] = _no_fit_text(h["vram_free_before_mib"].iloc[0] if "vram_free_before_mib" in h
+                                               else None)
+            else:
+                row[f"{t} t/s"] = (f"{h['median_ts'].iloc[0]:.1f} ({h['min_ts'].iloc[0]:.1f}–"
+                                   f"{h['max_ts'].iloc[0]:.1f})")
+        if not fits:
+            row["VRAM peak MiB"] = _no_fit_text(r.get("vram_free_before_mib"))
+        else:
+            vram = _vram_text(bool(r["vram_available"]), r["vram_peak_delta_mib"], r["vram_reason"])
+            if calls.get((key[0], key[1], key[2]), 1) > 1 and bool(r["vram_available"]) and not has_ctx:
+                vram = f"≤ {vram} (peak of the whole call)"
+            row["VRAM peak MiB"] = vram
         rows.append(row)
     df = pd.DataFrame(rows)
     if df["model"].nunique() == 1:
         df = df.drop(columns="model")
-    out = [_table(df, "speed", {"size GiB", "threads", "VRAM peak MiB", *[f"{t} t/s" for t in tests]})]
+    out = [_table(df, "speed", {"size GiB", "threads", "context", "VRAM peak MiB", *[f"{t} t/s" for t in tests]},
+                  row_class=lambda i, d=df: "nofit" if str(d["VRAM peak MiB"].iloc[i]).startswith("does not")
+                  else None)]
     reps = {len(json.loads(s)) for s in bench["samples_ts"] if isinstance(s, str)} if "samples_ts" in bench else set()
     out.append(_note(
         "t/s: the median of llama-bench's repetitions"
         + (f" ({', '.join(str(n) for n in sorted(reps))})" if reps else "")
         + ", with their min–max in brackets (llama-bench's own avg_ts is skewed by a cold first repetition). "
-        "VRAM: NVML's peak device memory during the llama-bench call less what was in use before it, all GPUs, at "
-        "llama-bench's own context (prompt + generated tokens); a longer context needs more KV cache."))
+        "VRAM: NVML's peak device memory during the llama-bench call less what was in use before it, all GPUs, "
+        + ("at the context in the row: the KV cache filled to the context less the prompt (<code>-d</code>), "
+           "so both tests run with a full context's memory. " if has_ctx else
+           "at llama-bench's own context (prompt + generated tokens); a longer context needs more KV cache "
+           "(set bench.contexts). ")
+        + "<i>does not fit in N GiB</i>: llama.cpp could not allocate its buffers with N GiB free (the reason is in "
+        "results/tables/bench.parquet, column reason); every other setting was still measured."))
     if not bench["vram_available"].fillna(False).astype(bool).any():
         reason = bench["vram_reason"].dropna().iloc[0] if bench["vram_reason"].notna().any() else "not measured"
         out.append(f'<p class="empty">No VRAM measured in this run: {html.escape(str(reason))}.</p>')
+    emu = bench["gpu_emulated_free_mib"].dropna() if "gpu_emulated_free_mib" in bench else pd.Series(dtype=float)
+    if not emu.empty:
+        out.append(_note(f"Emulated card: the GPU showed only {emu.iloc[0] / 1024:g} GiB free while these ran "
+                         "(gpu.emulate_free_gib; the rest held by a helper process): memory fits carry over to a "
+                         "card with that much free, speeds do not (bandwidth and compute are the real GPU's)."))
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------------- recommendations
 
-def budgets_from_config(config: dict) -> list[tuple[str, float]]:
-    """(label, GiB) per VRAM budget: report.target_gpu (name, vram_gib), then report.vram_budgets_gib."""
-    rep = config.get("report") or {}
-    out: list[tuple[str, float]] = []
-    gpu = rep.get("target_gpu") or {}
-    if gpu.get("vram_gib"):
-        out.append((f"{gpu.get('name', 'target GPU')} ({gpu['vram_gib']:g} GiB)", float(gpu["vram_gib"])))
-    for b in rep.get("vram_budgets_gib") or []:
-        if not any(math.isclose(b, v) for _, v in out):
-            out.append((f"{b:g} GiB", float(b)))
-    return sorted(out, key=lambda x: x[1])
-
-
-def kv_cache_bytes(row, ctx: int, type_k: str, type_v: str) -> float | None:
-    """llama.cpp's KV cache for ctx tokens: n_layer × ctx × n_head_kv × (head_k·bytes(K) + head_v·bytes(V)),
-    from GGUF metadata columns where the tables carry them (None otherwise, or for an unknown type)."""
-    try:
-        n_layer, n_head_kv, hk, hv = (float(row[c]) for c in ARCH_COLUMNS)
-    except (KeyError, TypeError, ValueError):
-        return None
-    if any(math.isnan(v) for v in (n_layer, n_head_kv, hk, hv)):
-        return None
-    bk, bv = KV_TYPE_BYTES.get(type_k), KV_TYPE_BYTES.get(type_v)
-    if bk is None or bv is None:
-        return None
-    return n_layer * ctx * n_head_kv * (hk * bk + hv * bv)
-
-
-def candidates(tables: dict[str, pd.DataFrame], config: dict, model: str, build: str) -> pd.DataFrame:
-    """Every (quant, KV type, offload setting) of one model and build with its quality, speed and memory need.
-
-    Memory: the measured VRAM of the llama-bench call with these KV types where there is one; with only f16-KV
-    runs measured, that VRAM stands as an upper bound for a quantized KV; without VRAM, the file size plus a KV
-    estimate (when the tables carry the architecture) or the file size alone (a lower bound). `basis` says which.
-    """
-    ppl, kld, bench = tables["perplexity"], tables["kld"], tables["bench"]
-    p = ppl[(ppl["model"] == model) & (ppl["build"] == build)] if not ppl.empty else ppl
-    k = kld[(kld["model"] == model) & (kld["build"] == build)] if not kld.empty else kld
-    b = bench[(bench["model"] == model) & (bench["build"] == build)] if not bench.empty else bench
-    b = with_strategy(b)
-    baseline = _baseline(config, model)
-    base_kv = _base_kv(config, kld)
-    kctx = int(k["ctx"].iloc[0]) if not k.empty else None
-    ctxs = sorted(p["ctx"].unique()) if not p.empty else []
-    ctx0 = kctx if kctx in ctxs else (ctxs[0] if ctxs else None)
-    long_ctx = int(ctxs[-1]) if ctxs else None
-
-    quality = []
-    if not p.empty:
-        for (quant, kv), g in p[p["ctx"] == ctx0].groupby(["quant", "kv"], sort=False):
-            r = g.iloc[0]
-            kr = k[(k["quant"] == quant) & (k["kv"] == kv)]
-            if not kr.empty:
-                kl, klu, p999 = kr["kld_mean"].iloc[0], kr["kld_mean_uncertainty"].iloc[0], kr["kld_p99_9"].iloc[0]
-            elif quant == baseline and kv == base_kv:
-                kl, klu, p999 = 0.0, 0.0, 0.0
-            else:
-                kl = klu = p999 = float("nan")
-            quality.append({"quant": quant, "kv": kv, "type_k": r["type_k"], "type_v": r["type_v"],
-                            "file_size_bytes": r["file_size_bytes"], "ppl": r["ppl"], "ppl_u": r["ppl_uncertainty"],
-                            "kld": kl, "kld_u": klu, "kld_p99_9": p999, "row": r})
-    elif not b.empty:  # speed only: one candidate per benchmarked quant and KV
-        for (quant, tk, tv), g in b.groupby(["quant", "type_k", "type_v"], sort=False):
-            quality.append({"quant": quant, "kv": tk if tk == tv else f"{tk}-{tv}", "type_k": tk, "type_v": tv,
-                            "file_size_bytes": g["file_size_bytes"].iloc[0], "ppl": float("nan"),
-                            "ppl_u": float("nan"), "kld": float("nan"), "kld_u": float("nan"),
-                            "kld_p99_9": float("nan"), "row": g.iloc[0]})
-
-    rows = []
-    for q in quality:
-        bq = b[b["quant"] == q["quant"]] if not b.empty else b
-        same_kv = bq[(bq["type_k"] == q["type_k"]) & (bq["type_v"] == q["type_v"])] if not bq.empty else bq
-        runs = same_kv if not same_kv.empty else bq
-        settings = list(runs.groupby(["strategy_label", "n_threads"], sort=False)) if not runs.empty else [(None, None)]
-        for key, g in settings:
-            row = {k_: v for k_, v in q.items() if k_ != "row"}
-            row.update(strategy=key[0] if key else None, threads=key[1] if key else None, tg=float("nan"),
-                       tg_lo=float("nan"), tg_hi=float("nan"), pp=float("nan"), tg_test=None, pp_test=None)
-            if g is not None:
-                for _, t in g.iterrows():
-                    name = str(t["test"])
-                    if name.startswith("tg") and row["tg_test"] is None:
-                        row.update(tg=t["median_ts"], tg_lo=t["min_ts"], tg_hi=t["max_ts"], tg_test=name)
-                    elif name.startswith("pp") and row["pp_test"] is None:
-                        row.update(pp=t["median_ts"], pp_test=name)
-                measured = g["vram_available"].fillna(False).astype(bool) & g["vram_peak_delta_mib"].notna()
-            else:
-                measured = pd.Series([], dtype=bool)
-            if measured.any():
-                need = float(g.loc[measured, "vram_peak_delta_mib"].max()) * MIB
-                if same_kv.empty:
-                    tk = runs["type_k"].iloc[0]
-                    basis = f"measured VRAM with {tk} KV (upper bound)"
-                else:
-                    basis = "measured VRAM"
-            else:
-                kvb = kv_cache_bytes(q["row"], long_ctx, q["type_k"], q["type_v"]) if long_ctx else None
-                if kvb is not None:
-                    need = q["file_size_bytes"] + kvb
-                    basis = f"file + {kvb / MIB:.0f} MiB KV estimate at ctx {long_ctx}"
-                else:
-                    need = float(q["file_size_bytes"])
-                    basis = "file size (lower bound)"
-            row.update(need_bytes=need, basis=basis, measured=bool(measured.any()))
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _pick(c: pd.DataFrame) -> pd.Series:
-    """Best quality that fits; among candidates whose quality is within the noise of the best (difference under
-    twice the combined ±), the fastest at generation; then the smallest."""
-    metric, unc = ("kld", "kld_u") if c["kld"].notna().any() else ("ppl", "ppl_u")
-    c = c[c[metric].notna()] if c[metric].notna().any() else c
-    if c[metric].isna().all():
-        return c.sort_values(["tg", "need_bytes"], ascending=[False, True]).iloc[0]
-    best = c.loc[c[metric].idxmin()]
-    noise = 2 * ((c[unc].fillna(0) ** 2 + (0 if _isna(best[unc]) else best[unc]) ** 2) ** 0.5)
-    tied = c[(c[metric] - best[metric]) <= noise]
-    return tied.sort_values(["tg", "need_bytes"], ascending=[False, True], na_position="last").iloc[0]
-
-
-def _rec_row(label: str, r: pd.Series | None, fits: int, total: int, smallest: pd.Series | None) -> dict:
+def _rec_row(label: str, r, fits: int, total: int, smallest) -> dict:
     if r is None:
         return {"budget": label, "run": "nothing fits",
                 "KV": "—", "offload / threads": "—", "KLD": "—", "KLD 99.9%": "—", "PPL": "—", "tg t/s": "—",
                 "pp t/s": "—", "memory GiB": "—",
                 "evidence": (f"the smallest need is {smallest['need_bytes'] / GIB:.3f} GiB ({smallest['quant']}, "
                              f"{smallest['basis']})" if smallest is not None else "no candidates")}
-    tg = "—" if _isna(r["tg"]) else f"{r['tg']:.1f} ({r['tg_lo']:.1f}–{r['tg_hi']:.1f})"
+    tg = "—" if rec.isna(r["tg"]) else f"{r['tg']:.1f} ({r['tg_lo']:.1f}–{r['tg_hi']:.1f})"
     return {
         "budget": label, "run": r["quant"], "KV": r["kv"],
-        "offload / threads": "—" if r["strategy"] is None else f"{r['strategy']}, -t {r['threads']}",
+        "offload / threads": "—" if rec.isna(r["strategy"]) else f"{r['strategy']}, -t {r['threads']}",
         "KLD": "0 (baseline)" if r["kld"] == 0 else _pm(r["kld"], r["kld_u"], "{:.6f}"),
-        "KLD 99.9%": "—" if _isna(r["kld_p99_9"]) else f"{r['kld_p99_9']:.4f}",
-        "PPL": _pm(r["ppl"], r["ppl_u"]), "tg t/s": tg, "pp t/s": "—" if _isna(r["pp"]) else f"{r['pp']:.0f}",
+        "KLD 99.9%": "—" if rec.isna(r["kld_p99_9"]) else f"{r['kld_p99_9']:.4f}",
+        "PPL": _pm(r["ppl"], r["ppl_u"]), "tg t/s": tg, "pp t/s": "—" if rec.isna(r["pp"]) else f"{r['pp']:.0f}",
         "memory GiB": f"{r['need_bytes'] / GIB:.3f}",
         "evidence": f"{r['basis']}; {fits} of {total} settings fit",
     }
 
 
-def memory_ladder(c: pd.DataFrame) -> pd.DataFrame:
-    """The candidates worth running at some budget: each one is the pick for budgets from its memory need up to
-    the next one's (the quality-vs-memory frontier, walked from the smallest need up)."""
-    out, seen = [], set()
-    for need in sorted(c["need_bytes"].unique()):
-        r = _pick(c[c["need_bytes"] <= need])
-        key = (r["quant"], r["kv"], r["strategy"], r["threads"])
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return pd.DataFrame(out)
+def _proof(server: pd.DataFrame, build: str, model: str, gib: float, ctx: int):
+    if server is None or server.empty:
+        return None
+    s = server[(server["build"] == build) & (server["model"] == model) & (server["context"] == ctx)
+               & ((server["budget_gib"] - gib).abs() < 1e-9)]
+    return s.iloc[0] if not s.empty else None
+
+
+def _proof_cells(p) -> dict:
+    if p is None:
+        return {"proven": "not checked (no server check in this run: server.check, report budgets)"}
+    if p["status"] != "started":
+        tried = json.loads(p["attempts"] or "[]")
+        why = "; ".join(f"{a['quant']} {a['strategy']}: {a.get('reason', a['status'])}" for a in tried)
+        return {"proven": f"{p['status']}" + (f" ({why})" if why else "")}
+    vram = "" if rec.isna(p["server_vram_peak_mib"]) else f", {p['server_vram_peak_mib']:.0f} MiB"
+    tries = "" if p["n_attempts"] == 1 else f" (attempt {int(p['n_attempts'])}: the better ones did not fit)"
+    return {"proven": f"started in {p['load_seconds']:.1f} s, {p['server_predicted_ts']:.1f} tok/s{vram}{tries}"}
 
 
 def recommendations(tables: dict[str, pd.DataFrame], config: dict) -> str:
     models = _models(tables)
     if not models:
         return _empty("results to recommend from")
-    budgets = budgets_from_config(config)
+    budgets = rec.budgets_from_config(config)
+    contexts = serve_contexts(config)
+    server = tables.get("server")
     parts = []
     gpu_rows = pd.concat([t for t in (tables["bench"], tables["perplexity"]) if not t.empty])
     measured_on = sorted({str(g) for g in gpu_rows.get("gpu_name", pd.Series(dtype=str)).dropna() if g})
     target = (config.get("report") or {}).get("target_gpu") or {}
+    commands = []
     for model in models:
         build = _first_build(tables, model)
-        c = candidates(tables, config, model, build)
-        if c.empty:
-            parts.append(_empty(f"quality or speed results for {model}"))
-            continue
         title = (config.get("models", {}).get(model) or {}).get("title", model)
         parts.append(f"<h3>{html.escape(title)} — build <code>{html.escape(build)}</code></h3>")
-        smallest = c.loc[c["need_bytes"].idxmin()]
-        if budgets:
-            rows = []
+        rows, ladder_c = [], None
+        for ctx in contexts:
+            c = rec.candidates(tables, config, model, build, ctx)
+            if c.empty:
+                continue
+            ladder_c = c if ladder_c is None else ladder_c
+            smallest = c.loc[c["need_bytes"].idxmin()]
             for label, gib in budgets:
                 fit = c[c["need_bytes"] <= gib * GIB]
-                rows.append(_rec_row(label, _pick(fit) if not fit.empty else None, len(fit), len(c), smallest))
+                proof = _proof(server, build, model, gib, ctx)
+                if proof is not None and proof["status"] == "started":  # what started is what is recommended
+                    s = json.loads(proof["attempts"])[-1]
+                    same = [x for x in rec.ranked(c, gib) if [str(x[k]) for k in ("quant", "strategy", "threads", "kv")]
+                            == [str(s[k]) for k in ("quant", "strategy", "threads", "kv")]]
+                    r = same[0] if same else None  # None: the tables changed since the check; rerun it
+                else:
+                    r = rec.pick(fit) if not fit.empty and proof is None else None
+                row = {"context": ctx, **_rec_row(label, r, len(fit), len(c), smallest), **_proof_cells(proof)}
+                rows.append(row)
+                if proof is not None and proof["status"] == "started":
+                    commands.append((f"{title}, {label}, ctx {ctx}", proof["command"]))
+        if not rows and ladder_c is None:
+            parts.append(_empty(f"quality or speed results for {model}"))
+            continue
+        if budgets:
             parts.append(_table(pd.DataFrame(rows), f"recommendations-{model}",
-                                {"KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"}))
+                                {"context", "KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"}))
         else:
             parts.append('<p class="empty">No VRAM budget in the config: set report.vram_budgets_gib (a list of '
-                         "GiB) or report.target_gpu.vram_gib for a pick per budget. The ladder below says what to "
-                         "run from each memory size up.</p>")
-        ladder = memory_ladder(c)
+                         "GiB) or report.target_gpu.vram_gib for a pick per budget, and a proven command for each. "
+                         "The ladder below says what to run from each memory size up.</p>")
+        c = ladder_c
+        smallest = c.loc[c["need_bytes"].idxmin()]
+        ladder = rec.memory_ladder(c)
         lrows = [_rec_row(f"from {r['need_bytes'] / GIB:.3f} GiB", r, int((c["need_bytes"] <= r["need_bytes"]).sum()),
                           len(c), smallest) for _, r in ladder.iterrows()]
-        parts.append(f"<h3>What to run from each memory size up ({len(ladder)} of {len(c)} settings are ever the "
-                     "best pick)</h3>")
+        parts.append(f"<h3>What to run from each memory size up, at ctx {contexts[0]} ({len(ladder)} of {len(c)} "
+                     "settings are ever the best pick)</h3>")
         parts.append(_table(pd.DataFrame(lrows).rename(columns={"budget": "memory"}), f"ladder-{model}",
                             {"KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"}))
+    if commands:
+        parts.append("<h3>The commands, proven to start</h3>")
+        parts.append("".join(f"<p class='note'>{html.escape(what)}:</p><pre class='cmd'><code>{html.escape(cmd)}"
+                             "</code></pre>" for what, cmd in commands))
     metric = "mean KLD against the baseline" if not tables["kld"].empty else "perplexity"
-    notes = [f"Pick: the best quality ({metric}) whose memory need fits the budget; among settings within the "
-             "noise of the best (difference under twice the combined ±), the fastest at generation (tg median)."]
+    notes = [f"Pick: the best quality ({metric}) whose memory need at that context fits the budget; among settings "
+             "within the noise of the best (difference under twice the combined ±), the fastest at generation "
+             "(tg median). <i>proven</i>: the pick's llama-server command was started"
+             + (" with the GPU showing only the budget free" if measured_on else "")
+             + ", answered a completion (its own tok/s) and was stopped; a pick that did not start gave way to the "
+             "next, and one that never started is not recommended."]
     if measured_on:
         notes.append(f"Measured on {html.escape(', '.join(measured_on))}.")
     if target.get("name") and target.get("name") not in measured_on:
@@ -518,10 +449,26 @@ def recommendations(tables: dict[str, pd.DataFrame], config: dict) -> str:
                  "less; <i>KV estimate</i>: VRAM not measured, file size plus llama.cpp's KV cache from the GGUF's "
                  "architecture (compute buffers not included); <i>file size (lower bound)</i>: VRAM not measured and "
                  "no architecture in the tables for a KV estimate. ")
-    notes.append("Measured VRAM is at llama-bench's context (prompt + generated tokens) and leaves no headroom for "
-                 "the display or other processes; leave some.")
+    notes.append("Measured VRAM leaves no headroom for the display or other processes; leave some.")
     parts.append(_note(" ".join(notes)))
     return "\n".join(parts)
+
+
+def tuner_table(tune: pd.DataFrame | None) -> str:
+    if tune is None or tune.empty:
+        return _note("No tuner in this run (tuner.vram_budgets_gib).")
+    cols = {"build": "build", "quant": "quant", "budget_gib": "budget GiB", "context": "context",
+            "status": "status", "best_n_cpu_moe": "best -ncmoe", "best_tg_ts": "tg t/s", "best_vram_mib": "VRAM MiB",
+            "n_runs": "runs", "full_sweep_runs": "full sweep runs", "reason": "note"}
+    t = tune[[c for c in cols if c in tune]].rename(columns=cols)
+    for c in ("tg t/s", "VRAM MiB"):
+        if c in t:
+            t[c] = t[c].map(lambda v: "—" if rec.isna(v) else f"{v:.1f}")
+    return (_table(t, "tuner", {"budget GiB", "context", "best -ncmoe", "tg t/s", "VRAM MiB", "runs",
+                                "full sweep runs"})
+            + _note("The --n-cpu-moe with the best generation speed whose measured VRAM peak fits the budget, found by "
+                    "bisection on measured VRAM and the next two N; a probe that did not fit in device memory counts "
+                    "as over the budget. Every probe is also a candidate of the recommendations."))
 
 
 # ---------------------------------------------------------------------------------------------- builds, provenance
@@ -583,7 +530,7 @@ def provenance_block(tables: dict[str, pd.DataFrame]) -> str:
         for _, b in builds.iterrows():
             flags = " ".join(a for a in str(b.get("cmake_args") or "").split()
                              if not a.startswith(("-DLLAMA_BUILD_", "-DCMAKE_BUILD_TYPE", "-DBUILD_SHARED")))
-            cuda = f"nvcc {b['nvcc_version']}, arch {b.get('cuda_architectures')}" if not _isna(
+            cuda = f"nvcc {b['nvcc_version']}, arch {b.get('cuda_architectures')}" if not rec.isna(
                 b.get("nvcc_version")) else "no CUDA (CPU build)"
             dl.append(f"<dt>build <code>{html.escape(str(b['build']))}</code></dt><dd>llama.cpp "
                       f"{html.escape(str(b.get('llama_cpp_version')))}, commit <span class='sha'>"
@@ -650,6 +597,7 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
         ("scoreboard", "Scoreboard: quality per quant", scoreboard(tables["perplexity"], tables["kld"], config)),
         ("kv", "KV-cache matrix: PPL by KV type and context", kv_matrix(tables["perplexity"], tables["kld"])),
         ("speed-vram", "Speed and VRAM (llama-bench)", speed_table(tables["bench"])),
+        ("tuner", "Offload tuner", tuner_table(tables.get("tune"))),
         ("builds-compared", "llama.cpp builds compared", builds_comparison(tables)),
         ("figures", "Figures", "\n".join(_img(f) for f in figures) or _empty("figures")),
         ("provenance", "Provenance", provenance_block(tables)),
@@ -665,7 +613,7 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
 
 def write_report(table_paths, figure_paths, out, title: str, config: dict) -> None:
     tables = {Path(p).stem: pd.read_parquet(p) for p in table_paths}
-    for name in ("perplexity", "kld", "bench", "builds"):
+    for name in ("perplexity", "kld", "bench", "builds", "tune", "server"):
         tables.setdefault(name, pd.DataFrame())
     text = render(tables, list(figure_paths), title, config)
     out = Path(out)

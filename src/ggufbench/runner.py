@@ -86,10 +86,10 @@ def run_tool(cmd: list[str], log_path: str | Path | None = None, env: dict | Non
         except ValueError:  # real-time signals have no name
             sig = f"signal {-returncode}"
         hint = " (killed: out of memory?)" if returncode == -signal.SIGKILL else ""
-        raise ToolFailed(f"{tool} was killed by {sig}{hint}; its output is in the log")
+        raise ToolFailed(f"{tool} was killed by {sig}{hint}; its output is in the log", out, returncode)
     if returncode != 0:
         tail = "\n".join(out.strip().splitlines()[-5:])
-        raise ToolFailed(f"{tool} exited with status {returncode}; last lines:\n{tail}")
+        raise ToolFailed(f"{tool} exited with status {returncode}; last lines:\n{tail}", out, returncode)
     return ToolRun(cmd, returncode, out, "".join(stdout), wall)
 
 

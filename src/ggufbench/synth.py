@@ -41,7 +41,15 @@ from .models import read_kv
 
 ARCHS = ("qwen3moe", "qwen35moe")
 DTYPES = {"F16": np.float16, "F32": np.float32}
-FILE_TYPE = {"F32": 0, "F16": 1}  # llama_ftype: LLAMA_FTYPE_ALL_F32, LLAMA_FTYPE_MOSTLY_F16
+# Quantized files written directly, block by block (no F16 file first): one type for every weight, or a mix
+# after llama-quantize's choice for the ftype (src/llama-quant.cpp).
+QUANT_DTYPES = ("Q8_0", "Q4_K_M")
+# llama_ftype of the file: LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_K_M
+FILE_TYPE = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_K_M": 15}
+# ggml block types: (weights per block, bytes per block, offsets of its fp16 scales in the block). Any bytes
+# in the other fields decode to finite weights, so random bytes with set scales are valid blocks.
+BLOCKS = {"Q8_0": (32, 34, (0,)), "Q4_K": (256, 144, (0, 2)), "Q5_K": (256, 176, (0, 2)),
+          "Q6_K": (256, 210, (208,))}
 EXPS_SUFFIXES = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
 
 
@@ -76,6 +84,7 @@ class MoeParams:
     ssm_dt_rank: int = 4
     rope_dim: int | None = None
     rope_sections: tuple[int, ...] | None = None
+    n_vocab: int | None = None  # pad the vocab GGUF's tokenizer with unused tokens to this size (None: as it is)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -137,10 +146,43 @@ class TensorSpec:
         return any(self.name.endswith(f".{s}.weight") for s in EXPS_SUFFIXES)
 
     def dtype(self, dtype: str) -> type:
-        return np.float32 if self.keep_f32 or len(self.shape) == 1 else DTYPES[dtype]
+        return np.float32 if self.keep_f32 or len(self.shape) == 1 else DTYPES.get(dtype, np.float32)
 
-    def nbytes(self, dtype: str) -> int:
-        return self.n_elements * np.dtype(self.dtype(dtype)).itemsize
+    def ggml_type(self, dtype: str, n_layer: int = 1) -> str:
+        """The tensor's type in a file of dtype: F32 for 1-D, routers and conv kernels; for a quantized dtype,
+        its block type (a row that is no multiple of the block stays F32, as llama-quantize leaves it)."""
+        if self.keep_f32 or len(self.shape) == 1:
+            return "F32"
+        if dtype in DTYPES:
+            return dtype
+        t = "Q8_0" if dtype == "Q8_0" else q4_k_m_type(self.name, n_layer)
+        return t if self.shape[-1] % BLOCKS[t][0] == 0 else "F32"
+
+    def nbytes(self, dtype: str, n_layer: int = 1) -> int:
+        t = self.ggml_type(dtype, n_layer)
+        if t in BLOCKS:
+            per, size, _ = BLOCKS[t]
+            return self.n_elements // per * size
+        return self.n_elements * np.dtype(DTYPES.get(t, np.float32)).itemsize
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama-quant.cpp's use_more_bits: the first and last eighth of the layers, and every third in between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def q4_k_m_type(name: str, n_layer: int) -> str:
+    """The type llama-quantize gives a weight under Q4_K_M (src/llama-quant.cpp, for a model with many experts):
+    Q6_K for output.weight and, in the use_more_bits layers, for ffn_down (experts and shared) and attn_v;
+    Q5_K for the linear attention's fused QKV; Q4_K for the rest."""
+    if name == "output.weight":
+        return "Q6_K"
+    if ".attn_qkv." in name:
+        return "Q5_K"
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else 0
+    if (".ffn_down" in name or ".attn_v." in name) and use_more_bits(layer, n_layer):
+        return "Q6_K"
+    return "Q4_K"
 
 
 # Tensor plan --------------------------------------------------------------------------------------------
@@ -205,9 +247,9 @@ def plan_summary(p: MoeParams, n_vocab: int, dtype: str = "F16") -> dict:
             "n_params_experts": sum(s.n_elements for s in exps),
             "n_params_active": sum(s.n_elements for s in specs if not s.is_expert)
             + sum(s.n_elements for s in exps) * p.n_expert_used // p.n_expert,
-            "tensor_bytes": sum(s.nbytes(dtype) for s in specs),  # = llama-bench's model_size
-            "expert_bytes": sum(s.nbytes(dtype) for s in exps),
-            "expert_bytes_per_layer": sum(s.nbytes(dtype) for s in exps) // p.n_layer}
+            "tensor_bytes": sum(s.nbytes(dtype, p.n_layer) for s in specs),  # = llama-bench's model_size
+            "expert_bytes": sum(s.nbytes(dtype, p.n_layer) for s in exps),
+            "expert_bytes_per_layer": sum(s.nbytes(dtype, p.n_layer) for s in exps) // p.n_layer}
 
 
 # Tokenizer ----------------------------------------------------------------------------------------------
@@ -219,8 +261,26 @@ class Tokenizer:
     n_vocab: int = 0
 
 
-def read_tokenizer(vocab_gguf: str | Path) -> Tokenizer:
-    """Every tokenizer.* key of a (vocab-only) GGUF, with its GGUF value type, ready to write again."""
+TOKEN_TYPE_UNUSED = 5  # llama_token_type LLAMA_TOKEN_TYPE_UNUSED
+
+
+def pad_tokenizer(tok: Tokenizer, n_vocab: int | None) -> Tokenizer:
+    """The tokenizer with unused placeholder tokens appended up to n_vocab (a model's embedding rows beyond its
+    tokenizer, as Qwen3.5's 248,320 rows; no merge makes them, so tokenization is unchanged)."""
+    if not n_vocab or n_vocab == tok.n_vocab:
+        return tok
+    if n_vocab < tok.n_vocab:
+        raise ConfigError(f"n_vocab {n_vocab} is below the {tok.n_vocab} tokens of {tok.path.name}")
+    extra = n_vocab - tok.n_vocab
+    pad = {"tokenizer.ggml.tokens": [f"<|synthetic_pad_{i}|>".encode() for i in range(extra)],
+           "tokenizer.ggml.token_type": [TOKEN_TYPE_UNUSED] * extra, "tokenizer.ggml.scores": [0.0] * extra}
+    fields = [(k, list(v) + pad[k] if k in pad else v, t, sub) for k, v, t, sub in tok.fields]
+    return Tokenizer(tok.path, fields, n_vocab)
+
+
+def read_tokenizer(vocab_gguf: str | Path, n_vocab: int | None = None) -> Tokenizer:
+    """Every tokenizer.* key of a (vocab-only) GGUF, with its GGUF value type, ready to write again; padded to
+    n_vocab tokens when asked."""
     path = Path(vocab_gguf)
     if not path.is_file():
         raise ConfigError(f"vocab GGUF {path} does not exist (llama.cpp ships them as "
@@ -231,7 +291,7 @@ def read_tokenizer(vocab_gguf: str | Path) -> Tokenizer:
     if "tokenizer.ggml.tokens" not in kv:
         raise ConfigError(f"{path} has no tokenizer.ggml.tokens: not a GGUF with a vocabulary")
     tok.n_vocab = len(kv["tokenizer.ggml.tokens"][0])
-    return tok
+    return pad_tokenizer(tok, n_vocab)
 
 
 # Writing ------------------------------------------------------------------------------------------------
@@ -256,6 +316,40 @@ def _values(spec: TensorSpec, dtype: str, seed: int, std: float, chunk: int = 1 
         x *= std
         out[start:start + n] = x
     return out.reshape(spec.shape)
+
+
+POOL_BYTES = 1 << 26  # random bytes drawn once per seed; quantized tensors are cut from it
+
+
+def _pool(seed: int) -> np.ndarray:
+    return np.frombuffer(_rng(seed, "synthetic-pool").bytes(POOL_BYTES), dtype=np.uint8)
+
+
+def _blocks(spec: TensorSpec, qtype: str, seed: int, std: float, pool: np.ndarray | None = None) -> np.ndarray:
+    """Random blocks of a ggml quant type, as raw bytes: random quants and sub-scales, and fp16 scales chosen
+    so that the weights have about the standard deviation std (Q8_0: q·d with q uniform in [-128, 127]; K-quants:
+    d·sc·q − dmin·m with 6-bit sc, m and 4/5/6-bit q, scales set so the mean is about 0). The bytes are a
+    64 MiB pool of random bytes repeated from an offset set by the tensor's name: drawing 20-40 GB afresh would
+    take minutes, and speed and memory do not depend on the values."""
+    per, size, scales = BLOCKS[qtype]
+    n_blocks = spec.n_elements // per
+    pool = _pool(seed) if pool is None else pool
+    start = zlib.crc32(spec.name.encode()) % pool.size
+    out = np.empty(n_blocks * size, dtype=np.uint8)
+    pos = 0
+    while pos < out.size:  # the pool from `start`, wrapping around, until the tensor is full
+        piece = pool[start:start + out.size - pos]
+        out[pos:pos + piece.size] = piece
+        pos += piece.size
+        start = 0
+    b = out.reshape(n_blocks, size)
+    d = {"Q8_0": std / 74.0, "Q4_K": std / 255.0, "Q5_K": std / 520.0, "Q6_K": std / 140.0}[qtype]
+    values = {"Q4_K": [d, d * 7.5], "Q5_K": [d, d * 15.5]}.get(qtype, [d])
+    if qtype == "Q6_K":  # signed 6-bit quants with int8 sub-scales: keep those small and the mean near 0
+        b[:, 192:208] = (b[:, 192:208] & 0x0F).astype(np.uint8)
+    for off, v in zip(scales, values, strict=True):
+        b[:, off:off + 2] = np.frombuffer(np.float16(v).tobytes(), dtype=np.uint8)
+    return out
 
 
 def _kv(w, arch: str, p: MoeParams, n_vocab: int, dtype: str) -> None:
@@ -301,15 +395,16 @@ def write_synthetic_moe(path: str | Path, vocab_gguf: str | Path, *, arch: str =
 
     Hyperparameters come from `params` and/or keyword arguments (MoeParams' fields: n_layer, n_embd,
     n_head, n_head_kv, head_dim, n_expert, n_expert_used, n_ff_exp, ctx, tie_embeddings, ...)."""
-    from gguf import GGUFValueType, GGUFWriter, Keys
+    from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, Keys
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype {dtype!r}: choose F16 or F32 (quantize afterwards with llama-quantize)")
+    if dtype not in DTYPES and dtype not in QUANT_DTYPES:
+        raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join([*DTYPES, *QUANT_DTYPES])} (other types "
+                          "with llama-quantize afterwards)")
     if not (std > 0 and math.isfinite(std)):
         raise ConfigError(f"std must be a positive finite number, got {std}")
     p = dataclasses.replace(params, **hparams) if params is not None else MoeParams(arch=arch, **hparams)
     p.validate()
-    tok = read_tokenizer(vocab_gguf)
+    tok = read_tokenizer(vocab_gguf, p.n_vocab)
     specs = tensor_plan(p, tok.n_vocab)
     summary = plan_summary(p, tok.n_vocab, dtype)
 
@@ -327,13 +422,20 @@ def write_synthetic_moe(path: str | Path, vocab_gguf: str | Path, *, arch: str =
         _kv(w, p.arch, p, tok.n_vocab, dtype)
         for key, value, vtype, sub in tok.fields:
             w.add_key_value(key, value, GGUFValueType(vtype), None if sub is None else GGUFValueType(sub))
+        types = {s.name: s.ggml_type(dtype, p.n_layer) for s in specs}
         for s in specs:
-            w.add_tensor_info(s.name, s.shape, np.dtype(s.dtype(dtype)), s.nbytes(dtype))
+            t = types[s.name]
+            raw = GGMLQuantizationType[t] if t in BLOCKS else None
+            # with raw_dtype the shape is taken as given (elements), the numpy dtype only names a placeholder
+            w.add_tensor_info(s.name, s.shape, np.dtype(DTYPES.get(t, np.float32)), s.nbytes(dtype, p.n_layer),
+                              raw_dtype=raw)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
+        pool = _pool(seed) if any(t in BLOCKS for t in types.values()) else None
         for s in specs:
-            w.write_tensor_data(_values(s, dtype, seed, std))
+            t = types[s.name]
+            w.write_tensor_data(_blocks(s, t, seed, std, pool) if t in BLOCKS else _values(s, t, seed, std))
         w.close()
         tmp.replace(path)
     finally:
@@ -370,6 +472,16 @@ PRESETS: dict[str, MoeParams] = {
                                head_dim=256, n_expert=32, n_expert_used=4, n_ff_exp=512, n_ff_shexp=512,
                                ctx=32768, tie_embeddings=False, ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16,
                                ssm_dt_rank=32, rope_dim=64, rope_sections=(11, 11, 10, 0)),
+    # Qwen3.5-35B-A3B's own shape, from its published config (transformers' Qwen3_5MoeTextConfig, whose defaults
+    # are that checkpoint's: src/transformers/models/qwen3_5_moe/configuration_qwen3_5_moe.py): vocab 248,320,
+    # 40 layers of hidden 2048, full attention every 4th layer (16 heads, 2 KV heads, head_dim 256, partial RoPE
+    # 0.25), gated delta net elsewhere (conv 4, 16 K / 32 V heads of 128), 256 experts of 512 with 8 routed and
+    # one shared expert of 512, untied output; max_position_embeddings 32768 there. ~34.7 B parameters.
+    "qwen35moe-35b-a3b": MoeParams(arch="qwen35moe", n_layer=40, n_embd=2048, n_head=16, n_head_kv=2,
+                                   head_dim=256, n_expert=256, n_expert_used=8, n_ff_exp=512, n_ff_shexp=512,
+                                   ctx=32768, tie_embeddings=False, ssm_d_conv=4, ssm_d_state=128,
+                                   ssm_n_group=16, ssm_dt_rank=32, rope_dim=64, rope_sections=(11, 11, 10, 0),
+                                   n_vocab=248320),
 }
 
 # Bytes per weight of 2-D/3-D tensors after llama-quantize to these types (blocks of 32 or 256 weights).
@@ -384,8 +496,11 @@ def header_bytes(vocab_gguf: str | Path, n_tensors: int) -> int:
 
 
 def estimate_bytes(p: MoeParams, n_vocab: int, qtype: str = "F16", header: int = 6_000_000) -> int:
-    """File size of p as qtype: F32 for 1-D/router/conv tensors, qtype's bytes per weight for the rest
-    (an estimate for the K-quant mixes, whose tensors differ in type), plus the header."""
+    """File size of p as qtype, plus the header: exact per tensor for the types written directly (F16, F32,
+    Q8_0, the Q4_K_M mix); for other llama-quantize types, qtype's bytes per weight (an estimate)."""
+    n_vocab = p.n_vocab or n_vocab
+    if qtype in DTYPES or qtype in QUANT_DTYPES:
+        return header + sum(s.nbytes(qtype, p.n_layer) for s in tensor_plan(p, n_vocab))
     bpw = QUANT_BYTES_PER_WEIGHT.get(qtype)
     if bpw is None:
         raise ConfigError(f"no size model for {qtype!r}; known: {', '.join(QUANT_BYTES_PER_WEIGHT)}")
@@ -454,12 +569,12 @@ def make_model_source(spec: dict, dest: Path, cache: Path, llama_source: dict | 
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise ConfigError(f"models.*.source.synthetic: unknown keys {sorted(unknown)}; known: {sorted(SPEC_KEYS)}")
-    arch = spec.get("arch", "qwen3moe")
+    if spec.get("preset") and spec["preset"] not in PRESETS:
+        raise ConfigError(f"models.*.source.synthetic.preset {spec['preset']!r}; known: {', '.join(PRESETS)}")
+    arch = spec.get("arch") or (PRESETS[spec["preset"]].arch if spec.get("preset") else "qwen3moe")
     target = spec.get("target_gb", 0) * 1e9 or spec.get("target_gib", 0) * 2**30 or None
     preset = spec.get("preset") or (("qwen35moe-gpu" if arch == "qwen35moe" else "qwen3moe-gpu") if target
                                     else ("tiny-qwen35moe" if arch == "qwen35moe" else "tiny"))
-    if preset not in PRESETS:
-        raise ConfigError(f"models.*.source.synthetic.preset {preset!r}; known: {', '.join(PRESETS)}")
     hp = dict(spec.get("hparams") or {})
     unknown = set(hp) - {f.name for f in dataclasses.fields(MoeParams)}
     if unknown:
@@ -506,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
                  "n_ff_exp", "ctx", "n_ff_shexp"):
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
     ap.add_argument("--untied", action="store_true", help="write output.weight (default: per preset)")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="F16")
+    ap.add_argument("--dtype", choices=sorted([*DTYPES, *QUANT_DTYPES]), default="F16",
+                    help="F16/F32, or Q8_0 / Q4_K_M written directly as random quantized blocks")
     ap.add_argument("--quantize", metavar="TYPE", help="then llama-quantize to TYPE (e.g. Q8_0) in place "
                     "of --out; the size target then counts TYPE's bytes per weight")
     ap.add_argument("--llama-quantize", type=Path, help="the llama-quantize binary for --quantize")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runner import read_json
+from .tuner import setting_label
 
 PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
               "llama_cpp_version", "llama_cpp_commit", "backend", "cpu_name", "gpu_name", "gpu_driver", "host"]
@@ -85,9 +86,11 @@ def bench_rows(records: list[dict]) -> pd.DataFrame:
                        setting_ubatch=setting.get("ubatch"), setting_n_cpu_moe=setting.get("n_cpu_moe"),
                        setting_override_tensor=setting.get("override_tensor"),
                        setting_fit_target=setting.get("fit_target"),
+                       setting_n_gpu_layers=setting.get("n_gpu_layers"), setting_context=setting.get("context"),
+                       status=b.get("status", "measured"), reason=b.get("reason"),
                        vram_available=vram["available"], vram_reason=vram.get("reason") or None,
                        vram_peak_delta_mib=vram.get("peak_delta_mib"), vram_peak_used_mib=vram.get("peak_used_mib"),
-                       vram_samples=vram.get("samples"))
+                       vram_free_before_mib=vram.get("free_before_mib"), vram_samples=vram.get("samples"))
             rows.append(row)
     return _order(pd.DataFrame(rows))
 
@@ -98,14 +101,49 @@ def tune_rows(records: list[dict]) -> pd.DataFrame:
     for r in records:
         res = r["result"]
         best = res.get("best") or {}
-        row = _flat({**r, "params": {"budget_gib": r["params"]["budget_gib"]}}, {})
+        prm = r["params"]
+        row = _flat({**r, "params": {"budget_gib": prm["budget_gib"], "context": prm.get("context"),
+                                     "threads": prm.get("threads")}}, {})
+        ref = res.get("best_reference") or {}
         row.update(status=res["status"], reason=res.get("reason") or res.get("note"),
+                   best_setting=json.dumps(best.get("setting")) if best else None,
+                   best_label=setting_label(best["setting"]) if best.get("setting") else None,
+                   best_family=res.get("best_family"),
+                   reference_label=setting_label(ref["setting"]) if ref.get("setting") else None,
+                   reference_tg_ts=ref.get("tg_ts"), reference_vram_mib=ref.get("vram_mib"),
                    best_n_cpu_moe=best.get("n_cpu_moe"), best_tg_ts=best.get("tg_ts"),
                    best_vram_mib=best.get("vram_mib"), best_pp_ts=best.get("pp_ts"),
                    n_runs=len(res.get("probes", [])) or None,
                    full_sweep_runs=res.get("full_sweep_runs"), probes=json.dumps(res.get("probes", [])))
         rows.append(row)
     return _order(pd.DataFrame(rows))
+
+
+def server_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per server check: the budget and context, the recommendation that started (quant, KV, offload,
+    threads, the command) with what the server measured, and how many candidates were tried."""
+    rows = []
+    for r in records:
+        res, prm = r["result"], r["params"]
+        rec = res.get("recommendation") or {}
+        proof = res["attempts"][-1] if res["status"] == "started" else {}
+        row = _flat({**r, "params": {"budget_gib": prm["budget_gib"], "context": prm["context"]}}, {})
+        row.update(status=res["status"], rec_quant=rec.get("quant"), rec_kv=rec.get("kv"),
+                   rec_strategy=rec.get("strategy"), rec_threads=rec.get("threads"), rec_tg_ts=rec.get("tg"),
+                   rec_pp_ts=rec.get("pp"), rec_need_bytes=rec.get("need_bytes"), rec_basis=rec.get("basis"),
+                   rec_kld=rec.get("kld"), rec_kld_uncertainty=rec.get("kld_u"), rec_ppl=rec.get("ppl"),
+                   rec_ppl_uncertainty=rec.get("ppl_u"), command=res.get("command"),
+                   load_seconds=proof.get("load_seconds"), server_predicted_ts=proof.get("predicted_per_second"),
+                   server_prompt_ts=proof.get("prompt_per_second"),
+                   server_vram_peak_mib=(proof.get("vram") or {}).get("peak_delta_mib"),
+                   n_candidates=res.get("n_candidates"), n_fit=res.get("n_fit"), n_attempts=len(res["attempts"]),
+                   attempts=json.dumps(res["attempts"], default=str))
+        rows.append(row)
+    return _order(pd.DataFrame(rows))
+
+
+def write_server_table(records: list, out) -> None:
+    _write_parquet(server_rows([read_json(p) for p in records]), out)
 
 
 def builds_rows(records: list[dict]) -> pd.DataFrame:
@@ -130,13 +168,23 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
+ROWS = {"perplexity": perplexity_rows, "kld": kld_rows, "bench": bench_rows, "tune": tune_rows, "builds": builds_rows}
+
+
+def record_tables(records: dict[str, list]) -> dict[str, pd.DataFrame]:
+    """{table name: record paths} -> {table name: DataFrame}, as the tables of those records alone."""
+    return {name: ROWS[name]([read_json(p) for p in paths]) for name, paths in records.items()}
+
+
 def write_tables(perplexity, kld, bench, builds, out: dict, tune=()) -> None:
-    load = lambda paths: [read_json(p) for p in paths]  # noqa: E731
-    tables = {"perplexity": perplexity_rows(load(perplexity)), "kld": kld_rows(load(kld)),
-              "bench": bench_rows(load(bench)), "tune": tune_rows(load(tune)), "builds": builds_rows(load(builds))}
+    tables = record_tables({"perplexity": perplexity, "kld": kld, "bench": bench, "tune": tune, "builds": builds})
     for name, df in tables.items():
-        path = Path(out[name])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        _write_parquet(df, out[name])
+
+
+def _write_parquet(df: pd.DataFrame, out) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)

@@ -29,7 +29,9 @@ def config_for(name: str, **report) -> dict:
 
 
 def table_paths(name: str) -> list[Path]:
-    return [RUNS[name][0] / f"{t}.parquet" for t in TABLES]
+    """The run's tables; tune and server where the run made them."""
+    extra = [RUNS[name][0] / f"{t}.parquet" for t in ("tune", "server")]
+    return [RUNS[name][0] / f"{t}.parquet" for t in TABLES] + [p for p in extra if p.is_file()]
 
 
 def build_report(name: str, out_dir: Path, config: dict | None = None) -> Path:

@@ -4,7 +4,7 @@
 # llama.cpp and model part 1), then `demo` (carries model part 2 and the corpus). Prepare .carry/ with
 # tools/device/prepare.sh on the CPU machine.
 set -euo pipefail
-stage=${1:?usage: run.sh build NAME | demo | moe | sharded}
+stage=${1:?usage: run.sh build NAME | demo | moe | sharded | capture | study}
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v "^WARNING: Target" || true
 export PYTHONPATH=/tmp/site GGUFBENCH_CACHE=/tmp/ggufbench-cache PYTHONUNBUFFERED=1
 sm=(python3 -m snakemake --configfile tools/device/demo-cuda.yaml --cores 16 --scheduler greedy)
@@ -45,18 +45,64 @@ k.pop('sharded'); k.update(mode='chunks', chunks=179, max_logits_gib=5); yaml.sa
       results/kld-shards/*/*/*/shard-*.json logs/kld benchmarks/kld results/builds/*/build.json || true
     tar -C /tmp/unsharded -czf "$out/unsharded-cuda.tar.gz" results/kld results/kld-base logs/kld benchmarks/kld || true
     if [ -n "${TUNE_TIMEOUT:-}" ]; then  # then the issue-5 tuner on the same build, as long as time allows
-      t=results/tune/cuda/synth-moe/F16/vram-2.5GiB.json
+      t=results/tune/cuda/synth-moe/F16/vram-2.5GiB_ctx576.json
       timeout "$TUNE_TIMEOUT" python3 -m snakemake --configfile tools/device/moe-cuda.yaml --cores 16 "$t" 2>&1 \
         | grep -E "Finished|Error|rror:|steps" || true
       tar -czf "$out/tune-cuda.tar.gz" results/tune logs/tune benchmarks/tune 2>/dev/null || true
     fi ;;
+  capture)
+    # issue 13's evidence: real llama.cpp output on a GPU with too little free memory (all but 2 GiB held by
+    # ggufbench's own emulation helper), llama-server starting and refusing, and the helper's release on kill
+    sm=(python3 -m snakemake --configfile tools/device/offload-cuda.yaml --cores 16)
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/gpu.txt"
+    start=$(date +%s)
+    "${sm[@]}" results/builds/cuda/build.json 2>&1 | grep -E "Finished|Error|rror:|steps" || true
+    echo "build seconds: $(( $(date +%s) - start ))" | tee "$out/wall.txt"
+    cp logs/build/cuda.log "$out/" || true
+    bash tools/device/capture.sh "$out" 2>&1 | tail -40 ;;
+  study)
+    # issues 19 and 13 at the study's scale (tools/device/study-cuda.yaml), in calls made right after each other
+    # on the warm machine: each resumes where the last stopped and returns what exists by then
+    cfg=tools/device/study-cuda.yaml; state=/tmp/study-state; mkdir -p "$state"
+    sm=(python3 -m snakemake --configfile $cfg --cores 16 --scheduler greedy --keep-going --rerun-incomplete)
+    deadline=$(( $(date +%s) + ${STUDY_SECONDS:-520} )); left() { echo $(( deadline - $(date +%s) )); }
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/gpu.txt"
+    python3 -m snakemake --configfile $cfg --unlock > /dev/null 2>&1 || true
+    if [ ! -f results/builds/cuda/build.json ]; then
+      s=$(date +%s); timeout "$(left)" "${sm[@]}" results/builds/cuda/build.json 2>&1 | grep -E "rror|steps" || true
+      echo "build seconds: $(( $(date +%s) - s ))" | tee -a "$state/wall.txt"
+    fi
+    if [ ! -f "$state/q8.done" ] && [ "$(left)" -gt 200 ]; then  # the Q8_0 at full shape: written, run, deleted
+      s=$(date +%s)
+      PYTHONPATH=$PWD/src:$PYTHONPATH python3 -m ggufbench.synth --preset qwen35moe-35b-a3b --dtype Q8_0 \
+        --vocab .carry/ggml-vocab-qwen35.gguf --out /tmp/q8.gguf > "$state/q8-synth.json" 2> "$state/q8-synth.err"
+      echo "Q8_0 written: $(( $(date +%s) - s )) s, $(stat -c %s /tmp/q8.gguf) bytes" | tee -a "$state/wall.txt"
+      PYTHONPATH=$PWD/src:$PYTHONPATH python3 -c "
+import subprocess, sys
+from ggufbench.emulate import emulated_gpu
+with emulated_gpu(16, True) as e:
+    print(e, file=sys.stderr)
+    r = subprocess.run(['results/builds/cuda/bin/llama-bench', '-m', '/tmp/q8.gguf', '-o', 'jsonl', '-p', '512', '-n',
+                        '32', '-r', '2', '-t', '16', '-fa', 'on', '-ngl', '99', '-ot', 'exps=CPU'], capture_output=True, text=True)
+    open('$state/q8-bench.jsonl', 'w').write(r.stdout); open('$state/q8-bench.err', 'w').write(r.stderr)
+" 2> "$state/q8-emulation.txt"
+      rm -f /tmp/q8.gguf; touch "$state/q8.done"
+      echo "Q8_0 check: $(( $(date +%s) - s )) s" | tee -a "$state/wall.txt"
+    fi
+    s=$(date +%s)
+    timeout "$(left)" "${sm[@]}" reports/summary.html 2>&1 | grep -E "Finished job|rror|steps" | tail -30 || true
+    echo "workflow call seconds: $(( $(date +%s) - s ))" | tee -a "$state/wall.txt"
+    df -h /tmp | tail -1 >> "$state/wall.txt"
+    tar -czf "$out/study.tar.gz" results/bench results/tune results/server results/tables reports \
+      results/builds/cuda/build.json results/models/*/source/source.json results/models/*/quantized/*/manifest.json \
+      logs benchmarks "$state" 2>/dev/null || true ;;
   moe)
     # the whole issue-5 run in one call: build, synthetic MoE, strategies, tuner; whatever finished comes back
     sm=(python3 -m snakemake --configfile tools/device/moe-cuda.yaml --cores 16 --scheduler greedy --keep-going)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
     t=results/bench/cuda/synth-moe/F16
     timeout "${MOE_TIMEOUT:-390}" "${sm[@]}" results/builds/cuda/build.json $t/all-gpu.json $t/exps-cpu.json \
-      $t/n-cpu-moe.json $t/fit-256.json results/tune/cuda/synth-moe/F16/vram-2.5GiB.json 2>&1 \
+      $t/n-cpu-moe.json $t/fit-256.json results/tune/cuda/synth-moe/F16/vram-2.5GiB_ctx576.json 2>&1 \
       | grep -E "Finished|Error|rror:|steps" || true
     tar -czf "$out/moe-cuda.tar.gz" results/bench results/tune results/builds/*/build.json \
       results/models/synth-moe/source/source.json logs benchmarks 2>/dev/null || true ;;
