@@ -1,6 +1,6 @@
 # ggufbench: which GGUF quant, KV-cache type and offload setting to run on your GPU, measured with llama.cpp.
 #   snakemake --cores 2 reports/summary.html                               # the offline demo (default)
-#   snakemake --cores 8 --configfile config/config.yaml reports/summary.html   # the real study
+#   snakemake --cores 8 reports/summary.html --configfile config/config.yaml   # the real study
 from pathlib import Path
 
 from snakemake.utils import min_version

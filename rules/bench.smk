@@ -6,7 +6,7 @@ rule llama_bench:
     input:
         unpack(bench_inputs),
     output:
-        record="results/bench/{build}/{model}/{quant}/{strategy}.json",
+        record=paths.BENCH,
     params:
         bench=BENCH,
         spec=bench_strategy_spec,
@@ -29,10 +29,10 @@ rule tune_offload:
     input:
         unpack(bench_inputs),
     output:
-        record="results/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.json",
+        record=paths.TUNE,
     params:
         tuner=TUNER,
-        contexts=BENCH.get("contexts", []),
+        contexts=BENCH["contexts"],
         run=RUN,
     threads: workflow.cores
     resources:

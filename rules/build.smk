@@ -3,8 +3,8 @@
 
 rule build_llama_cpp:
     output:
-        tools=expand("results/builds/{{build}}/bin/{tool}", tool=TOOLS),
-        record="results/builds/{build}/build.json",
+        tools=[paths.path(paths.BUILD_TOOL, build="{build}", tool=t) for t in TOOLS],
+        record=paths.BUILD_RECORD,
     params:
         # the build's whole config: changing any of it reruns this build (and only its results)
         spec=build_spec,

@@ -11,10 +11,12 @@ SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from ggufbench import plan  # noqa: E402
-from ggufbench.build import TOOLS  # noqa: E402
-from ggufbench.config import check_config, kv_pair, quantize_build  # noqa: E402
+from ggufbench.core import paths  # noqa: E402
+from ggufbench.measure import runs as plan  # noqa: E402
+from ggufbench.llamacpp.build import TOOLS  # noqa: E402
+from ggufbench.core.config import check_config, kv_pair, quantize_build, with_sections  # noqa: E402
 
+with_sections(config)  # absent optional sections get their schema defaults too
 validate(config, schema=str(Path(workflow.basedir) / "config" / "schema.yaml"))
 check_config(config)
 
@@ -36,10 +38,10 @@ KLD = config.get("kld") or {}
 KLD_MODE = plan.kld_mode(config)
 KLD_SHARDED = canonical(KLD.get("sharded") or {})
 BENCH = canonical(config["bench"])
-TUNER = canonical(config.get("tuner") or {})
-GPU = canonical(config.get("gpu") or {})
-SERVER = canonical(config.get("server") or {})
-RUN = canonical(config.get("run", {"n_gpu_layers": 99, "flash_attn": "on"}))
+TUNER = canonical(config["tuner"])
+GPU = canonical(config["gpu"])
+SERVER = canonical(config["server"])
+RUN = canonical(config["run"])
 
 
 wildcard_constraints:
@@ -62,11 +64,11 @@ def get_build(build):
 
 
 def get_tool(build, tool):
-    return f"results/builds/{build}/bin/{tool}"
+    return paths.path(paths.BUILD_TOOL, build=build, tool=tool)
 
 
 def get_build_json(build):
-    return f"results/builds/{build}/build.json"
+    return paths.path(paths.BUILD_RECORD, build=build)
 
 
 def is_gpu_build(build):
@@ -97,9 +99,7 @@ def get_quant_origin(model, quant):
 
 def get_manifest(model, quant):
     """Each origin has its own folder, so one rule makes each path."""
-    kind = next(iter(get_quant_origin(model, quant)))
-    folder = {"quantize": "quantized", "source": "quantized", "hub": "hub", "local": "local"}[kind]
-    return f"results/models/{model}/{folder}/{quant}/manifest.json"
+    return paths.manifest(model, quant, next(iter(get_quant_origin(model, quant))))
 
 
 def get_quants(model):
@@ -111,18 +111,18 @@ def get_baseline(model):
 
 
 def get_source_gguf(model):
-    return f"results/models/{model}/source/model.gguf"
+    return paths.path(paths.MODEL_SOURCE, model=model)
 
 
 # --- data -------------------------------------------------------------------------------------------
 
 
 def get_corpus(corpus):
-    return f"results/data/{corpus}/corpus.txt"
+    return paths.path(paths.CORPUS, corpus=corpus)
 
 
 def get_corpus_json(corpus):
-    return f"results/data/{corpus}/corpus.json"
+    return paths.path(paths.CORPUS_RECORD, corpus=corpus)
 
 
 # --- result files -----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def get_bench_strategies():
 
 def get_bench_results():
     return [
-        f"results/bench/{b}/{m}/{q}/{s}.json"
+        paths.path(paths.BENCH, build=b, model=m, quant=q, strategy=s)
         for b in BUILDS
         for m in MODELS
         for q in get_quants(m)
@@ -216,18 +216,14 @@ def kld_base_inputs(wildcards):
 
 def kld_inputs(wildcards):
     inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"])
-    base = f"results/kld-base/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}_kv-{plan.kld_base_kv(config)}"
-    inputs.update(logits=f"{base}.logits", base_record=f"{base}.json")
+    base = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx, kv=plan.kld_base_kv(config))
+    inputs.update(logits=paths.path(paths.KLD_BASE_LOGITS, **base), base_record=paths.path(paths.KLD_BASE, **base))
     return inputs
 
 
 def kld_shard_plan_inputs(wildcards):
     inputs = run_inputs(wildcards, "llama-tokenize", KLD["corpus"], quant=get_baseline(wildcards.model))
     return {"tokenize": inputs.pop("tool"), **inputs}
-
-
-def kld_shard_dir(wildcards):
-    return f"results/kld-shards/{wildcards.build}/{wildcards.model}/ctx{wildcards.ctx}"
 
 
 def kld_shard_runs(wildcards):
@@ -242,8 +238,9 @@ def kld_shard_quants(wildcards):
 
 def kld_shard_inputs(wildcards):
     inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
-    d = kld_shard_dir(wildcards)
-    return {**inputs, "base_manifest": inputs.pop("manifest"), "plan": f"{d}/plan.json", "tokens": f"{d}/tokens.json",
+    at = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx)
+    return {**inputs, "base_manifest": inputs.pop("manifest"), "plan": paths.path(paths.KLD_SHARD_PLAN, **at),
+            "tokens": paths.path(paths.KLD_SHARD_TOKENS, **at),
             "manifests": [get_manifest(wildcards.model, q) for q in kld_shard_quants(wildcards)]}
 
 
@@ -261,29 +258,30 @@ def get_kld_shard_records(wildcards):
     """Every shard's record, once checkpoint kld_shard_plan has said how many shards there are."""
     out = checkpoints.kld_shard_plan.get(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx).output
     n = read_shard_plan(out.plan)["n_shards"]
-    return [f"{kld_shard_dir(wildcards)}/shard-{i}.json" for i in range(n)]
+    at = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx)
+    return [paths.path(paths.KLD_SHARD, **at, shard=i) for i in range(n)]
 
 
 def get_tune_results():
     """One tuner job per build x model x quant x VRAM budget x served context (when `tuner:` is configured)."""
     return [
-        f"results/tune/{b}/{m}/{q}/vram-{budget:g}GiB_ctx{ctx}.json"
+        paths.path(paths.TUNE, build=b, model=m, quant=q, budget=budget, ctx=ctx)
         for b in BUILDS
         for m in MODELS
         for q in get_quants(m)
-        for budget in TUNER.get("vram_budgets_gib", [])
+        for budget in TUNER["vram_budgets_gib"]
         for ctx in plan.serve_contexts(config)
     ]
 
 
 def get_server_results():
     """One server check per build x model x VRAM budget x served context (server.check, with budgets)."""
-    if not SERVER.get("check", True):
+    if not SERVER["check"]:
         return []
-    from ggufbench.recommend import budgets_from_config
+    from ggufbench.report.recommend import budgets_from_config
 
     return [
-        f"results/server/{b}/{m}/vram-{gib:g}GiB_ctx{ctx}.json"
+        paths.path(paths.SERVER, build=b, model=m, budget=gib, ctx=ctx)
         for b in BUILDS
         for m in MODELS
         for _, gib in budgets_from_config(config)

@@ -3,8 +3,8 @@
 
 rule make_corpus:
     output:
-        text="results/data/{corpus}/corpus.txt",
-        record="results/data/{corpus}/corpus.json",
+        text=paths.CORPUS,
+        record=paths.CORPUS_RECORD,
     params:
         spec=corpus_spec,
     log:

@@ -7,11 +7,11 @@ rule kld_base:
     input:
         unpack(kld_base_inputs),
     output:
-        logits=temp("results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.logits"),
-        record="results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.json",
+        logits=temp(paths.KLD_BASE_LOGITS),
+        record=paths.KLD_BASE,
     params:
         chunks=KLD.get("chunks"),
-        max_logits_gib=KLD.get("max_logits_gib", 8),
+        max_logits_gib=KLD["max_logits_gib"],
         run=RUN,
         gpu=get_gpu_settings,
     threads: 8
@@ -31,7 +31,7 @@ rule kld:
     input:
         unpack(kld_inputs),
     output:
-        record="results/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.json",
+        record=paths.KLD,
     params:
         run=RUN,
         gpu=get_gpu_settings,

@@ -13,8 +13,8 @@ checkpoint kld_shard_plan:
     input:
         unpack(kld_shard_plan_inputs),
     output:
-        plan="results/kld-shards/{build}/{model}/ctx{ctx}/plan.json",
-        tokens="results/kld-shards/{build}/{model}/ctx{ctx}/tokens.json",
+        plan=paths.KLD_SHARD_PLAN,
+        tokens=paths.KLD_SHARD_TOKENS,
     params:
         chunks=KLD.get("chunks"),
         sharded=KLD_SHARDED,
@@ -30,7 +30,7 @@ rule kld_shard:
     input:
         unpack(kld_shard_inputs),
     output:
-        record="results/kld-shards/{build}/{model}/ctx{ctx}/shard-{shard}.json",
+        record=paths.KLD_SHARD,
     params:
         base_kv=plan.kld_base_kv(config),
         runs=kld_shard_runs,
@@ -55,9 +55,9 @@ rule kld_shard:
 rule kld_combine:
     input:
         shards=get_kld_shard_records,
-        plan="results/kld-shards/{build}/{model}/ctx{ctx}/plan.json",
+        plan=paths.KLD_SHARD_PLAN,
     output:
-        record="results/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.json",
+        record=paths.KLD,
     params:
         chunks=KLD.get("chunks"),
     log:
@@ -71,9 +71,9 @@ rule kld_combine:
 rule kld_base_combine:
     input:
         shards=get_kld_shard_records,
-        plan="results/kld-shards/{build}/{model}/ctx{ctx}/plan.json",
+        plan=paths.KLD_SHARD_PLAN,
     output:
-        record="results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.json",
+        record=paths.KLD_BASE,
     params:
         chunks=KLD.get("chunks"),
     log:

@@ -4,8 +4,8 @@
 
 rule fetch_model_source:
     output:
-        gguf="results/models/{model}/source/model.gguf",
-        record="results/models/{model}/source/source.json",
+        gguf=paths.MODEL_SOURCE,
+        record=paths.MODEL_SOURCE_RECORD,
     params:
         source=model_source_spec,
         cache_dir=get_cache_dir(),
@@ -21,7 +21,7 @@ rule quantize_gguf:
     input:
         unpack(quantize_inputs),
     output:
-        manifest="results/models/{model}/quantized/{quant}/manifest.json",
+        manifest=paths.path(paths.MANIFEST, model="{model}", folder=paths.QUANT_FOLDERS["quantize"], quant="{quant}"),
     params:
         origin=quant_origin,
     threads: workflow.cores
@@ -39,7 +39,7 @@ rule quantize_gguf:
 # config's hub_lock file when set), checked against the hub's sha256. A cut download resumes: see docs/hub.md.
 rule download_gguf:
     output:
-        manifest="results/models/{model}/hub/{quant}/manifest.json",
+        manifest=paths.path(paths.MANIFEST, model="{model}", folder=paths.QUANT_FOLDERS["hub"], quant="{quant}"),
     params:
         origin=quant_origin,
     resources:
@@ -58,7 +58,7 @@ rule download_gguf:
 
 rule local_gguf:
     output:
-        manifest="results/models/{model}/local/{quant}/manifest.json",
+        manifest=paths.path(paths.MANIFEST, model="{model}", folder=paths.QUANT_FOLDERS["local"], quant="{quant}"),
     params:
         origin=quant_origin,
     log:

@@ -5,7 +5,7 @@ rule perplexity:
     input:
         unpack(perplexity_inputs),
     output:
-        record="results/perplexity/{build}/{model}/{quant}/ctx{ctx}_kv-{kv}.json",
+        record=paths.PERPLEXITY,
     params:
         chunks=perplexity_chunks,
         run=RUN,

@@ -7,13 +7,13 @@ rule aggregate:
         kld=get_kld_results(),
         bench=get_bench_results(),
         tune=get_tune_results(),
-        builds=expand("results/builds/{build}/build.json", build=BUILDS),
+        builds=expand(paths.BUILD_RECORD, build=BUILDS),
     output:
-        perplexity="results/tables/perplexity.parquet",
-        kld="results/tables/kld.parquet",
-        bench="results/tables/bench.parquet",
-        tune="results/tables/tune.parquet",
-        builds="results/tables/builds.parquet",
+        perplexity=paths.table("perplexity"),
+        kld=paths.table("kld"),
+        bench=paths.table("bench"),
+        tune=paths.table("tune"),
+        builds=paths.table("builds"),
     log:
         "logs/report/aggregate.log",
     conda:
@@ -28,7 +28,7 @@ rule figures:
         kld=rules.aggregate.output.kld,
         bench=rules.aggregate.output.bench,
     output:
-        # one question each (src/ggufbench/figures.py FIGURES); the keys are the figure names the script makes
+        # one question each (src/ggufbench/report/figures.py FIGURES); the keys are the figure names the script makes
         kld_vs_size=report("reports/figures/kld_vs_size.png", caption="../docs/report/kld_vs_size.rst",
                            category="Quality", labels={"figure": "KLD vs size"}),
         ppl_vs_size=report("reports/figures/ppl_vs_size.png", caption="../docs/report/ppl_vs_size.rst",
@@ -53,7 +53,7 @@ rule figures:
 
 rule summary_report:
     input:
-        tables=[*rules.aggregate.output, "results/tables/server.parquet"],
+        tables=[*rules.aggregate.output, paths.table("server")],
         figures=rules.figures.output,
     output:
         html="reports/summary.html",

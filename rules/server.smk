@@ -7,7 +7,7 @@ rule server_check:
     input:
         unpack(server_check_inputs),
     output:
-        record="results/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.json",
+        record=paths.SERVER,
     params:
         quants=model_quants,
         config=recommend_config,
@@ -28,7 +28,7 @@ rule server_table:
     input:
         get_server_results(),
     output:
-        server="results/tables/server.parquet",
+        server=paths.table("server"),
     log:
         "logs/report/server_table.log",
     conda:

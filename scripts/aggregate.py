@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.tables import write_tables
+from ggufbench.report.tables import write_tables
 
 i, o = snakemake.input, snakemake.output
 write_tables(perplexity=i.perplexity, kld=i.kld, bench=i.bench, tune=i.tune, builds=i.builds,

@@ -5,8 +5,8 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.build import build_llama_cpp, cache_dir
-from ggufbench.runner import write_json
+from ggufbench.core.io import write_json
+from ggufbench.llamacpp.build import build_llama_cpp, cache_dir
 
 record = build_llama_cpp(
     snakemake.wildcards.build,

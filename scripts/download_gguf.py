@@ -10,8 +10,8 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.hub import download_quant
-from ggufbench.models import write_manifest
+from ggufbench.sources.hub import download_quant
+from ggufbench.sources.manifest import write_manifest
 
 w = snakemake.wildcards
 hub = snakemake.params.origin["hub"]

@@ -5,9 +5,9 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.build import cache_dir, sha256_file
-from ggufbench.models import fetch_model_source
-from ggufbench.runner import write_json
+from ggufbench.core.io import sha256_file, write_json
+from ggufbench.llamacpp.build import cache_dir
+from ggufbench.sources.registry import fetch_model_source
 
 out = Path(snakemake.output.gguf)
 origin = fetch_model_source(snakemake.params.source, out, cache_dir(snakemake.params.cache_dir), snakemake.log[0],

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.jobs import kld_job
+from ggufbench.measure.quality import kld_job
 
 i, p = snakemake.input, snakemake.params
 kld_job(i.tool, i.build, i.manifest, i.base_record, i.logits, int(snakemake.wildcards.ctx), snakemake.wildcards.kv,

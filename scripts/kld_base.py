@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.jobs import kld_base_job
+from ggufbench.measure.quality import kld_base_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, p.chunks, p.max_logits_gib,

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.kld_sharded import base_combine_job
+from ggufbench.measure.shards.jobs import base_combine_job
 
 base_combine_job(list(snakemake.input.shards), snakemake.input.plan, snakemake.params.chunks,
                  snakemake.output.record)

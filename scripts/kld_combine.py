@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.kld_sharded import combine_job
+from ggufbench.measure.shards.jobs import combine_job
 
 w = snakemake.wildcards
 combine_job(list(snakemake.input.shards), snakemake.input.plan, w.quant, w.kv, snakemake.params.chunks,

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.kld_sharded import shard_job
+from ggufbench.measure.shards.jobs import shard_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 shard_job(i.tool, i.build, i.base_manifest, dict(zip(p.quants, i.manifests, strict=True)), i.corpus, i.corpus_record,

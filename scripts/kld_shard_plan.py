@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.kld_sharded import shard_plan_job
+from ggufbench.measure.shards.jobs import shard_plan_job
 
 i, p, o = snakemake.input, snakemake.params, snakemake.output
 shard_plan_job(i.tokenize, i.build, i.manifest, i.corpus, i.corpus_record, int(snakemake.wildcards.ctx), p.chunks,

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.jobs import bench_job
+from ggufbench.measure.speed import bench_job
 
 i, p = snakemake.input, snakemake.params
 bench_job(i.tool, i.build, i.manifest, p.bench, snakemake.wildcards.strategy, p.spec, snakemake.threads, p.run,

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.models import link_local_gguf
+from ggufbench.sources.registry import link_local_gguf
 
 w = snakemake.wildcards
 link_local_gguf(snakemake.params.origin["local"], Path(snakemake.output.manifest), w.model, w.quant)

@@ -5,8 +5,8 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.corpus import make_corpus
-from ggufbench.runner import write_json
+from ggufbench.core.io import write_json
+from ggufbench.sources.corpus import make_corpus
 
 info = make_corpus(snakemake.wildcards.corpus, snakemake.params.spec, Path(snakemake.output.text),
                    lock=snakemake.config.get("hub_lock"))

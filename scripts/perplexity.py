@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.jobs import perplexity_job
+from ggufbench.measure.quality import perplexity_job
 
 i, w = snakemake.input, snakemake.wildcards
 perplexity_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, snakemake.params.chunks,

@@ -4,9 +4,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.jobs import server_check_job
+from ggufbench.report.proof import server_check_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 records = {name: list(i[name]) for name in ("perplexity", "kld", "bench", "tune")}
-server_check_job(i.server, i.build, records, dict(zip(p.quants, i.manifests, strict=True)), p.config, w.model, float(w.budget), int(w.ctx), p.server,
-                 p.run, snakemake.output.record, snakemake.log[0])
+manifests = dict(zip(p.quants, i.manifests, strict=True))
+server_check_job(i.server, i.build, records, manifests, p.config, w.model, float(w.budget), int(w.ctx), p.server, p.run,
+                 snakemake.output.record, snakemake.log[0])

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.jobs import tune_job
+from ggufbench.measure.speed import tune_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 tune_job(i.tool, i.build, i.manifest, float(w.budget), int(w.ctx), p.tuner, p.contexts, snakemake.threads, p.run,

@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ggufbench.build import TOOLS, build_llama_cpp, cache_dir, fetch_source
-from ggufbench.errors import GgufbenchError
+from ggufbench.core.errors import GgufbenchError
+from ggufbench.llamacpp.build import TOOLS, build_llama_cpp, cache_dir, fetch_source
+from tests.support import DATA, REPO
 
-from .workflow import REPO
-
-DATA = Path(__file__).parent / "data" / "cpu-0.3.36"
+CPU_CAPTURES = DATA / "cpu-0.3.36"
 
 
 @pytest.fixture
 def data_dir() -> Path:
-    return DATA
+    return CPU_CAPTURES
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def capture():
     """capture('kld_q2_k.txt') -> the file's text, exactly as the tool printed it (UTF-8: ±, Δp)."""
 
     def read(name: str) -> str:
-        return (DATA / name).read_text(encoding="utf-8")
+        return (CPU_CAPTURES / name).read_text(encoding="utf-8")
 
     return read
 

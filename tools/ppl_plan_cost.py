@@ -27,8 +27,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from ggufbench import plan  # noqa: E402
-from ggufbench.shards import plan_shards  # noqa: E402
+from ggufbench.measure import runs as plan  # noqa: E402
+from ggufbench.measure.shards.plan import plan_shards  # noqa: E402
 
 
 def n_tokens(run: plan.Run, corpus_tokens: int) -> int:

@@ -9,8 +9,8 @@ command -v ninja >/dev/null || need+=(ninja-build)
 command -v g++ >/dev/null || need+=(g++)
 command -v git >/dev/null || need+=(git)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
-command -v chromium >/dev/null || need+=(chromium)          # tests/test_report_browser.py
-command -v slurmctld >/dev/null || need+=(slurm-wlm munge)  # tests/test_slurm.py (starts its own daemons)
+command -v chromium >/dev/null || need+=(chromium)          # tests/unit/test_page_browser.py
+command -v slurmctld >/dev/null || need+=(slurm-wlm munge)  # tests/workflow/test_slurm.py (starts its own daemons)
 command -v slurmdbd >/dev/null || need+=(slurmdbd)
 command -v mariadbd >/dev/null || need+=(mariadb-server)
 ((${#need[@]})) || exit 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Captures for tests/data/cuda-h200-oom (issue 13), after `run.sh capture` built results/builds/cuda:
 # llama-bench, llama-fit-params and llama-server on a synthetic qwen35moe F16 of ~3 GiB with only 2 GiB of the
-# GPU free (held by src/ggufbench/emulate.py), and the helper's release when its parent is killed.
+# GPU free (held by src/ggufbench/llamacpp/emulate.py), and the helper's release when its parent is killed.
 set -u
 out=$1; cap=$out/cap; mkdir -p "$cap"
 B=results/builds/cuda/bin; M=/tmp/synth-q35-3g.gguf
@@ -14,7 +14,7 @@ torchfree() { python3 -c "import torch; f,t=torch.cuda.mem_get_info(); print(f'{
 echo "idle: nvidia-smi used,free MiB: $(used); torch free,total MiB: $(torchfree)" | tee -a "$cap/hold.txt"
 # hold all but 2 GiB until fd 7 closes
 mkfifo /tmp/holdin
-python3 src/ggufbench/emulate.py --free-mib 2048 < /tmp/holdin > "$cap/hold.json" & hp=$!
+python3 -m ggufbench.llamacpp.emulate --free-mib 2048 < /tmp/holdin > "$cap/hold.json" & hp=$!
 exec 7>/tmp/holdin
 for _ in $(seq 60); do [ -s "$cap/hold.json" ] && break; sleep 0.5; done
 cat "$cap/hold.json"
@@ -58,11 +58,11 @@ echo "released: nvidia-smi used,free MiB: $(used); torch free,total MiB: $(torch
 # the helper dies with a killed job: the parent holds via emulated_gpu, then SIGKILL
 python3 -c "
 import json, time
-from ggufbench.emulate import emulated_gpu
+from ggufbench.llamacpp.emulate import emulated_gpu
 with emulated_gpu(2.0, True) as r:
     print(json.dumps(r), flush=True); time.sleep(600)" > "$cap/kill_parent.json" & pp=$!
 for _ in $(seq 60); do [ -s "$cap/kill_parent.json" ] && break; sleep 0.5; done
 echo "held by a job: $(used)" | tee -a "$cap/hold.txt"; kill -9 $pp; sleep 3
 echo "3 s after kill -9 of the job: $(used); helper processes left: $(pgrep -fc emulate.py)" | tee -a "$cap/hold.txt"
-python3 src/ggufbench/emulate.py --free-mib 999999 > "$cap/hold_too_much.json" < /dev/null; echo "rc=$?" >> "$cap/hold_too_much.json"
+python3 -m ggufbench.llamacpp.emulate --free-mib 999999 > "$cap/hold_too_much.json" < /dev/null; echo "rc=$?" >> "$cap/hold_too_much.json"
 tar -C "$out" -czf "$out/captures.tar.gz" cap && rm -rf "$cap"

@@ -79,7 +79,7 @@ k.pop('sharded'); k.update(mode='chunks', chunks=179, max_logits_gib=5); yaml.sa
       echo "Q8_0 written: $(( $(date +%s) - s )) s, $(stat -c %s /tmp/q8.gguf) bytes" | tee -a "$state/wall.txt"
       PYTHONPATH=$PWD/src:$PYTHONPATH python3 -c "
 import subprocess, sys
-from ggufbench.emulate import emulated_gpu
+from ggufbench.llamacpp.emulate import emulated_gpu
 with emulated_gpu(16, True) as e:
     print(e, file=sys.stderr)
     r = subprocess.run(['results/builds/cuda/bin/llama-bench', '-m', '/tmp/q8.gguf', '-o', 'jsonl', '-p', '512', '-n',

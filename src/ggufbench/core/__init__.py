@@ -1,0 +1,1 @@
+"""The base layer: errors, config checks, result paths, file writes, units. Imports nothing else of the package."""

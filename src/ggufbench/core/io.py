@@ -1,0 +1,82 @@
+"""Files the workflow writes and reads: every write goes to a temporary name in the same folder and is renamed
+into place when complete (a killed job never leaves a file that counts), JSON records with one envelope,
+sha256, and symlinks made the same way."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ToolFailed
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed to `path` when the block ends without an error,
+    removed when it raises. suffix keeps an extension a writer insists on (matplotlib's .png)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial{suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON next to path and rename it into place, so a killed job never leaves a half file."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except json.JSONDecodeError as e:
+        raise ToolFailed(f"{path} is not valid JSON ({e}); delete it and rerun the job that makes it") from e
+
+
+def record(stage: str, provenance: dict | None, params: dict, result: dict, tool: dict | None = None,
+           **extra) -> dict:
+    """The envelope of every result record: {stage, provenance, params, result, tool: {cmd, wall_seconds}}
+    (a shard's record, which keeps each pass's provenance inside its result, has none of its own)."""
+    rec = {"stage": stage, **extra}
+    if provenance is not None:
+        rec["provenance"] = provenance
+    rec.update(params=params, result=result)
+    if tool is not None:
+        rec["tool"] = tool
+    return rec
+
+
+def tool_info(cmd: list, wall_seconds: float | None) -> dict:
+    return {"cmd": [str(c) for c in cmd] if cmd is not None else None, "wall_seconds": wall_seconds}
+
+
+def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def symlink(target: Path, link: Path) -> None:
+    """link -> target (as given: callers pass it absolute), replacing what link was, atomically."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.partial")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)

@@ -1,0 +1,48 @@
+"""Every results/ path, as a template: the rules' outputs, the input helpers of rules/common.smk, the plan's run
+paths and the lock refresh all read them here. `{name}` fields are Snakemake wildcards; fill them with
+path(TEMPLATE, field=value). Folders per source kind keep one rule per path."""
+
+from __future__ import annotations
+
+BUILD_TOOL = "results/builds/{build}/bin/{tool}"
+BUILD_RECORD = "results/builds/{build}/build.json"
+
+MODEL_SOURCE = "results/models/{model}/source/model.gguf"
+MODEL_SOURCE_RECORD = "results/models/{model}/source/source.json"
+# a quant's folder by where it comes from (quantize: and source: are made by quantize_gguf)
+QUANT_FOLDERS = {"quantize": "quantized", "source": "quantized", "hub": "hub", "local": "local"}
+MANIFEST = "results/models/{model}/{folder}/{quant}/manifest.json"
+
+CORPUS = "results/data/{corpus}/corpus.txt"
+CORPUS_RECORD = "results/data/{corpus}/corpus.json"
+
+PERPLEXITY = "results/perplexity/{build}/{model}/{quant}/ctx{ctx}_kv-{kv}.json"
+KLD_BASE = "results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.json"
+KLD_BASE_LOGITS = "results/kld-base/{build}/{model}/ctx{ctx}_kv-{kv}.logits"
+KLD = "results/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.json"
+KLD_SHARDS = "results/kld-shards/{build}/{model}/ctx{ctx}"
+KLD_SHARD_PLAN = KLD_SHARDS + "/plan.json"
+KLD_SHARD_TOKENS = KLD_SHARDS + "/tokens.json"
+KLD_SHARD = KLD_SHARDS + "/shard-{shard}.json"
+
+BENCH = "results/bench/{build}/{model}/{quant}/{strategy}.json"
+TUNE = "results/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.json"
+SERVER = "results/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.json"
+
+TABLE = "results/tables/{name}.parquet"
+TABLES = ("perplexity", "kld", "bench", "tune", "builds")  # what rule aggregate writes; server.parquet apart
+
+
+def path(template: str, **fields) -> str:
+    """A template with its fields filled (a budget in GiB as `:g` prints it: 16, 2.5)."""
+    if "budget" in fields and not isinstance(fields["budget"], str):
+        fields["budget"] = f"{fields['budget']:g}"
+    return template.format(**fields)
+
+
+def manifest(model: str, quant: str, origin_kind: str) -> str:
+    return path(MANIFEST, model=model, folder=QUANT_FOLDERS[origin_kind], quant=quant)
+
+
+def table(name: str) -> str:
+    return path(TABLE, name=name)

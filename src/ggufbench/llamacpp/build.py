@@ -1,0 +1,298 @@
+"""Building llama.cpp: fetch a source, configure with CMake, build only the tools the workflow runs.
+
+Sources (config `builds.<name>.source`, exactly one of):
+  git:         {url, ref}                     cloned into the cache, ref resolved to a commit
+  local:       {path}                         a llama.cpp source folder or a .tar.gz/.tar.xz/.zip of one
+  pypi_sdist:  {package, version, subdir}     e.g. llama-cpp-python's sdist, whose vendor/llama.cpp is
+                                              a full llama.cpp tree (with its git metadata)
+A build is keyed by source identity + CMake arguments + compiler and nvcc versions. Finished builds live in a
+cache outside the repo (GGUFBENCH_CACHE, default ~/.cache/ggufbench), so an unchanged build is reused by
+every checkout and test run on the machine; a build that fails or is killed leaves only a scratch folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+from ..core.errors import ConfigError, ToolFailed
+from ..core.io import atomic_path, sha256_file, write_json
+from .run import run_tool
+
+# What the workflow runs: measurement tools, llama-server (proven commands), llama-fit-params (what --fit decides).
+TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize", "llama-server", "llama-fit-params")
+
+
+def cache_dir(configured: str | None = None) -> Path:
+    d = configured or os.environ.get("GGUFBENCH_CACHE") or Path.home() / ".cache" / "ggufbench"
+    return Path(d).expanduser()
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+    except (FileNotFoundError, PermissionError):
+        return None
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return lines[0].strip() if lines else None
+
+
+def find_nvcc() -> str | None:
+    for cand in (shutil.which("nvcc"), os.environ.get("CUDACXX"),
+                 os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def nvcc_version(nvcc: str) -> str | None:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
+def git_commit(path: Path) -> str | None:
+    """HEAD of the git checkout at path (sdists of llama-cpp-python carry llama.cpp's git metadata)."""
+    out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        return None
+    # only trust it if path itself is the top of that checkout, not a folder inside another repo
+    top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
+                         text=True, check=False).stdout.strip()
+    return out.stdout.strip() if top and Path(top).resolve() == path.resolve() else None
+
+
+# Sources ---------------------------------------------------------------------------------------------
+
+def _extract(archive: Path, dest: Path) -> Path:
+    """Extract archive into dest (atomically) and return dest."""
+    if dest.exists():
+        return dest
+    tmp = dest.with_name(dest.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(tmp)
+    else:
+        with tarfile.open(archive) as t:
+            t.extractall(tmp, filter="tar") if sys.version_info >= (3, 12) else t.extractall(tmp)
+    tmp.rename(dest)
+    return dest
+
+
+def _single_top(folder: Path) -> Path:
+    entries = [p for p in folder.iterdir()]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def _check_tree(src: Path, where: str) -> Path:
+    if not (src / "CMakeLists.txt").is_file() or not (src / "tools" / "perplexity").is_dir():
+        raise ConfigError(f"{where}: {src} is not a llama.cpp source tree (expected CMakeLists.txt and "
+                          "tools/perplexity/)")
+    return src
+
+
+def fetch_source(source: dict, cache: Path, log: str | Path | None = None) -> tuple[Path, dict]:
+    """Return (llama.cpp source dir, identity record) for one `source:` config entry."""
+    kinds = [k for k in ("git", "local", "pypi_sdist") if k in source]
+    if len(kinds) != 1:
+        raise ConfigError(f"builds.*.source must have exactly one of git, local, pypi_sdist; got {list(source)}")
+    kind = kinds[0]
+    spec = source[kind]
+    if kind == "pypi_sdist":
+        pkg, ver = spec["package"], str(spec["version"])
+        dl = cache / "downloads"
+        dl.mkdir(parents=True, exist_ok=True)
+        norm = re.sub(r"[-_.]+", "_", pkg).lower()
+        found = sorted(dl.glob(f"{norm}-{ver}.tar.gz")) + sorted(dl.glob(f"{norm}-{ver}.zip"))
+        if not found:
+            run_tool([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                      "-d", str(dl), f"{pkg}=={ver}"], log)
+            found = sorted(dl.glob(f"{norm}-{ver}.tar.gz")) + sorted(dl.glob(f"{norm}-{ver}.zip"))
+        if not found:
+            raise ToolFailed(f"pip download of {pkg}=={ver} gave no sdist in {dl}")
+        archive = found[0]
+        digest = sha256_file(archive)
+        top = _single_top(_extract(archive, cache / "sources" / f"sdist-{digest[:16]}"))
+        src = _check_tree(top / spec.get("subdir", "vendor/llama.cpp"), f"pypi_sdist {pkg}=={ver}")
+        ident = {"kind": "pypi_sdist", "package": pkg, "version": ver, "sdist": archive.name,
+                 "sdist_sha256": digest, "commit": git_commit(src)}
+    elif kind == "local":
+        path = Path(spec["path"]).expanduser()
+        if not path.exists():
+            raise ConfigError(f"builds.*.source.local.path: {path} does not exist")
+        if path.is_dir():
+            src = _check_tree(path, "builds.*.source.local.path")
+            ident = {"kind": "local_dir", "path": str(path.resolve()), "commit": git_commit(src)}
+        else:
+            digest = sha256_file(path)
+            top = _single_top(_extract(path, cache / "sources" / f"tar-{digest[:16]}"))
+            src = _check_tree(top, f"builds.*.source.local.path ({path.name})")
+            ident = {"kind": "tarball", "path": str(path.resolve()), "sha256": digest, "commit": git_commit(src)}
+        declared = spec.get("commit")
+        if declared:
+            if ident["commit"] and not ident["commit"].startswith(declared):
+                raise ConfigError(f"builds.*.source.local.commit: {declared} but the tree's git HEAD is "
+                                  f"{ident['commit']}")
+            ident["commit"] = ident["commit"] or declared
+            ident["commit_declared"] = True
+    else:
+        url, ref = spec["url"], str(spec["ref"])
+        repo = cache / "git" / hashlib.sha256(url.encode()).hexdigest()[:16]
+        if not (repo / ".git").exists():
+            repo.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(repo, ignore_errors=True)
+            run_tool(["git", "clone", "--filter=blob:none", "--no-checkout", url, str(repo)], log)
+        run_tool(["git", "-C", str(repo), "fetch", "--tags", "origin", ref], log)
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "FETCH_HEAD^{commit}"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        src = cache / "sources" / f"git-{commit}"
+        if not src.exists():
+            tmp = src.with_name(src.name + f".partial-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit],
+                                       stdout=subprocess.PIPE)
+            with tarfile.open(fileobj=archive.stdout, mode="r|") as t:
+                t.extractall(tmp)
+            if archive.wait() != 0:
+                raise ToolFailed(f"git archive {commit} failed in {repo}")
+            tmp.rename(src)
+        ident = {"kind": "git", "url": url, "ref": ref, "commit": commit}
+    return src, ident
+
+
+# CMake ----------------------------------------------------------------------------------------------
+
+def resolve_cuda_architectures(requested: str) -> tuple[str, str]:
+    """`native` becomes the visible GPUs' compute capabilities through NVML (e.g. "90", "120"); without NVML
+    it stays `native` for nvcc to resolve. Returns (architectures, how they were chosen)."""
+    if str(requested).strip() != "native":
+        return str(requested), "config"
+    from .nvml import gpu_info
+
+    info = gpu_info()
+    caps = sorted({g["compute_capability"].replace(".", "") for g in info["gpus"]}, key=int)
+    if caps:
+        return ";".join(caps), "NVML compute capability of " + ", ".join(g["name"] for g in info["gpus"])
+    return "native", f"left to nvcc ({info.get('reason')})"
+
+
+def _arch_numbers(archs: str) -> list[int]:
+    return [int(m) for m in re.findall(r"(\d+)", archs)]
+
+
+def check_toolkit(archs: str, nvcc_ver: str | None) -> None:
+    """Blackwell consumer cards (sm_120) need CUDA 12.8+; refuse earlier toolkits before compiling."""
+    if nvcc_ver is None:
+        return
+    major, minor = (int(x) for x in nvcc_ver.split(".")[:2])
+    if any(a >= 120 for a in _arch_numbers(archs)) and (major, minor) < (12, 8):
+        raise ConfigError(f"builds.*.cuda_architectures {archs!r} asks for Blackwell (sm_120), which nvcc "
+                          f"{nvcc_ver} cannot compile: CUDA 12.8 or newer is needed (envs/build.yaml provides "
+                          "it for --sdm conda), or build for an older architecture")
+
+
+def cmake_args(build: dict, ident: dict) -> list[str]:
+    """CMake cache entries for this build (order is stable: it is part of the build key)."""
+    args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
+            "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+            f"-DGGML_NATIVE={'ON' if build.get('native', True) else 'OFF'}"]
+    if build.get("cuda", False):
+        args += ["-DGGML_CUDA=ON",
+                 f"-DCMAKE_CUDA_ARCHITECTURES={build['resolved_cuda_architectures']}",
+                 f"-DGGML_CUDA_FA_ALL_QUANTS={'ON' if build.get('fa_all_quants', True) else 'OFF'}"]
+    # Provenance the binary itself reports (llama-bench's build_commit): only a real commit.
+    if ident.get("commit"):
+        args.append(f"-DLLAMA_BUILD_COMMIT={ident['commit'][:12]}")
+    args += [str(a) for a in build.get("cmake_args", [])]
+    return args
+
+
+def toolchain(cuda: bool) -> dict:
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    tc = {"cmake": _first_line(["cmake", "--version"]), "generator": "Ninja" if shutil.which("ninja") else
+          "Unix Makefiles", "cxx": cxx, "cxx_version": _first_line([cxx, "--version"]) if cxx else None,
+          "nvcc": None, "nvcc_version": None, "platform": platform.platform(), "machine": platform.machine()}
+    if cuda:
+        nvcc = find_nvcc()
+        if nvcc is None:
+            raise ConfigError("builds.*.cuda is true but no nvcc was found (PATH, CUDACXX, CUDA_HOME/bin): "
+                              "install the CUDA toolkit, or set cuda: false for a CPU build")
+        tc["nvcc"], tc["nvcc_version"] = nvcc, nvcc_version(nvcc)
+    if tc["cmake"] is None:
+        raise ConfigError("cmake not found on PATH: install CMake (3.14+) to build llama.cpp")
+    return tc
+
+
+def build_key(ident: dict, args: list[str], tc: dict) -> str:
+    keyed = {"source": {k: v for k, v in ident.items() if k != "path" or ident["kind"] == "local_dir"},
+             "cmake_args": args, "cxx_version": tc["cxx_version"], "nvcc_version": tc["nvcc_version"],
+             "tools": TOOLS}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def parse_version(text: str) -> dict:
+    """`version: 0.5.0-dev (build 1, commit 0c1e570)` / `built with GNU 12.2.0 for Linux x86_64`."""
+    out: dict = {}
+    m = re.search(r"version:\s*(\S+)\s*\(build (\d+), commit (\S+?)\)", text)
+    if m:
+        out.update(version=m.group(1), build_number=int(m.group(2)), binary_commit=m.group(3))
+    m = re.search(r"built with (.+?) for ([^\n]+)", text)
+    if m:
+        out.update(built_with=m.group(1), target=m.group(2).strip())
+    return out
+
+
+def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str | Path | None = None,
+                    cache: Path | None = None) -> dict:
+    """Build (or reuse from the cache) and copy the tools into out_dir/bin; return the build record."""
+    cache = cache or cache_dir()
+    src, ident = fetch_source(build["source"], cache, log)
+    tc = toolchain(bool(build.get("cuda", False)))
+    arch_note = None
+    if build.get("cuda"):
+        archs, arch_note = resolve_cuda_architectures(build.get("cuda_architectures", "native"))
+        check_toolkit(archs, tc["nvcc_version"])
+        build = {**build, "resolved_cuda_architectures": archs}
+    args = cmake_args(build, ident)
+    key = build_key(ident, args, tc)
+    done = cache / "builds" / key
+    reused = (done / "build.json").is_file() and all((done / "bin" / t).is_file() for t in TOOLS)
+    if not reused:
+        work = cache / "builds" / f"{key}.work-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", tc["generator"], *args], log)
+        run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
+                  "--target", *TOOLS], log)
+        (work / "bin").mkdir()
+        for t in TOOLS:
+            shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
+        shutil.rmtree(work / "cmake")
+        write_json(work / "build.json", {"key": key})
+        shutil.rmtree(done, ignore_errors=True)
+        work.rename(done)
+    (out_dir / "bin").mkdir(parents=True, exist_ok=True)
+    for t in TOOLS:
+        with atomic_path(out_dir / "bin" / t) as tmp:
+            shutil.copy2(done / "bin" / t, tmp)
+    version = parse_version(run_tool([str(out_dir / "bin" / "llama-bench"), "--version"], log).output)
+    return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
+            "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
+            "commit": ident.get("commit") or version.get("binary_commit") or "unknown",
+            "cmake_args": args, "toolchain": tc, **version,
+            "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,
+            "cuda_architectures_from": arch_note,
+            "tools": list(TOOLS)}

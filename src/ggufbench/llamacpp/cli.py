@@ -1,0 +1,92 @@
+"""Command lines of llama.cpp's tools, built from the workflow's settings: llama-perplexity's common flags,
+llama-bench's offload flags and calls, llama-server's flags for a measured setting."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from ..core.config import kv_pair
+
+
+def perplexity_args(tool: str, model: Path, build: dict, ctx: int, kv: str, threads: int, run: dict) -> list:
+    k, v = kv_pair(kv)
+    args = [tool, "-m", model, "-c", ctx, "-t", threads, "-fa", run["flash_attn"],
+            "-ctk", k, "-ctv", v]
+    if build.get("backend") == "CUDA":
+        args += ["-ngl", run["n_gpu_layers"]]
+    return args
+
+
+def setting_args(setting: dict, gpu_build: bool, default_ngl: int) -> list[str]:
+    args: list[str] = []
+    ngl = setting.get("n_gpu_layers", default_ngl if gpu_build else None)
+    if ngl is not None:
+        args += ["-ngl", str(ngl)]
+    if "override_tensor" in setting:
+        args += ["-ot", str(setting["override_tensor"])]
+    if "n_cpu_moe" in setting:
+        args += ["-ncmoe", str(setting["n_cpu_moe"])]
+    if "fit_target" in setting:
+        args += ["-fitt", str(setting["fit_target"])]
+    return args
+
+
+def depths(plan: dict, context: int | None) -> list[int]:
+    """-d of a call: at a served context C, the KV cache filled to C − the largest prompt, so that the prompt
+    test's context is exactly C (llama-bench sizes it n_prompt + n_gen + n_depth) and generation runs near the
+    end of a full context; without one, the plan's own depths."""
+    if context is None:
+        return list(plan.get("depth") or [0])
+    top = max(max(plan.get("prompt") or [0]), max(plan.get("gen") or [0]))
+    return [context - top]
+
+
+def bench_cmd(tool, model, plan: dict, inv: dict, threads: list[int], gpu_build: bool, run: dict) -> list:
+    """The llama-bench call for one invocation (bench jobs) or one probe (the tuner)."""
+    k, v = kv_pair(inv.get("kv", "f16"))
+    cmd = [tool, "-m", model, "-o", "jsonl",
+           "-p", ",".join(str(p) for p in plan["prompt"]),
+           "-n", ",".join(str(n) for n in plan["gen"]),
+           "-d", ",".join(str(d) for d in depths(plan, inv.get("context"))),
+           "-r", plan["repetitions"], "-t", ",".join(str(t) for t in threads),
+           "-fa", run["flash_attn"], "-ctk", k, "-ctv", v]
+    if inv.get("batch") is not None:
+        cmd += ["-b", inv["batch"]]
+    if inv.get("ubatch") is not None:
+        cmd += ["-ub", inv["ubatch"]]
+    cmd += setting_args(inv, gpu_build, run["n_gpu_layers"])
+    cmd += [str(a) for a in plan["extra_args"]]
+    return cmd
+
+
+def server_args(model: str | Path, context: int, setting: dict, type_k: str, type_v: str, threads: int | None,
+                run: dict, gpu_build: bool) -> list[str]:
+    """llama-server's flags for a measured setting: the same offload, KV types, threads and -b/-ub as measured.
+    --fit is on by default in llama-server and would move what the setting places, so it is off unless the
+    setting is a fit (then --fit on with its margin)."""
+    args = ["-m", str(model), "-c", str(context)]
+    if gpu_build:
+        if setting.get("fit_target"):
+            args += ["--fit", "on", "--fit-target", str(setting["fit_target"])]
+        else:
+            args += ["-ngl", str(setting.get("n_gpu_layers", run["n_gpu_layers"])), "--fit", "off"]
+        if setting.get("n_cpu_moe"):
+            args += ["-ncmoe", str(setting["n_cpu_moe"])]
+        if setting.get("override_tensor"):
+            args += ["-ot", str(setting["override_tensor"])]
+    else:
+        args += ["--fit", "off"]
+    args += ["-fa", run["flash_attn"], "-ctk", type_k, "-ctv", type_v]
+    if threads:
+        args += ["-t", str(threads)]
+    if setting.get("batch"):
+        args += ["-b", str(setting["batch"])]
+    if setting.get("ubatch"):
+        args += ["-ub", str(setting["ubatch"])]
+    return args
+
+
+def paste_ready(server_bin: str | Path, args: list[str]) -> str:
+    """The command as a user pastes it (llama-server listens on 127.0.0.1:8080 by default)."""
+    return shlex.join([str(server_bin), *args])

@@ -1,0 +1,222 @@
+"""The jobs of kld.mode: sharded (rules/kld_sharded.smk); the pure parts live beside it (text, plan, stats, scratch).
+
+  plan     tokenize the corpus once, size the shards from the exact logits forecast        kld_shard_plan
+  shard    per shard: its text, the baseline pass into scratch, every quant's KLD pass,     kld_shard
+           the logits deleted; the record keeps what llama-perplexity printed
+  combine  per quant and KV type (and the baseline's PPL): the shards' statistics combined  kld_combine,
+           into records shaped as mode chunks writes them, so tables and report read both    kld_base_combine
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+from ...core.config import kv_pair
+from ...core.errors import ToolFailed
+from ...core.io import read_json, record, tool_info, write_json
+from ...core.units import GIB
+from ...llamacpp import logits as kld_mod
+from ...llamacpp.cli import perplexity_args
+from ...llamacpp.perplexity_output import parse_kld, parse_perplexity
+from ...llamacpp.tokenize import perplexity_text, tokenize_ids
+from ...sources.manifest import model_path
+from ..provenance import provenance
+from ..quality import run_measurement
+from .plan import plan_shards, scored_tokens, shard_bytes
+from .scratch import FolderSampler, scratch_slot
+from .stats import combine_kld, combine_ppl
+from .text import cuttable, read_vocab, token_spans, tokens_differing
+
+MAX_DIFFERING = 0.001  # a shard whose tokens differ more than this from the full tokenization's fails
+
+
+def run_key(quant: str, kv: str) -> str:
+    return f"{quant}|{kv}"
+
+
+def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx: int, chunks: int | None,
+                   sharded: dict, plan_out, tokens_out, log) -> dict:
+    model = model_path(manifest)
+    vocab = read_vocab(model)  # fails early for a tokenizer whose pieces cannot make shard texts
+    ids = tokenize_ids(Path(tokenize_bin), model, Path(corpus), log)
+    # llama.cpp's own decision (GGUF key, or its default for the tokenizer's pre-type), read off the tokens
+    vocab.add_bos = bool(ids) and vocab.bos_id is not None and ids[0] == vocab.bos_id
+    text = perplexity_text(Path(corpus))
+    ends = token_spans(ids, vocab, text)
+    plan = plan_shards(len(ids), ctx, len(vocab.pieces), chunks, sharded.get("disk_budget_gib", 4),
+                          sharded.get("parallel", 1), can_start=cuttable(ends, ctx, vocab.add_bos))
+    ranges = [shard_bytes(ends, len(text), ctx, a, b, vocab.add_bos) for a, b in plan.shards]
+    write_json(tokens_out, {"model": str(model), "n_tokens": len(ids), "ids": ids})
+    rec = record("kld_shard_plan", provenance(build_json, manifest, corpus_json),
+                 {"ctx": ctx, "chunks": chunks, **sharded},
+                 {**plan.to_dict(), "n_shards": len(plan.shards), "tokenizer": vocab.model, "add_bos": vocab.add_bos,
+                  "text_bytes": len(text), "shard_byte_ranges": [list(r) for r in ranges]})
+    with open(log, "a") as f:
+        f.write(f"# {len(plan.shards)} shards of up to {plan.chunks_per_shard} chunks for {plan.n_chunk} chunks; "
+                f"largest shard's logits {max(plan.shard_logits_bytes):,} bytes, budget {plan.disk_budget_bytes:,} "
+                f"bytes for {plan.parallel} at once (unsharded: {plan.unsharded_logits_bytes:,} bytes)\n")
+    write_json(plan_out, rec)
+    return rec
+
+
+def _raise_on_sigterm() -> None:
+    """A job killed with SIGTERM (Snakemake stopping, Slurm's time limit) unwinds, so the scratch logits go."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus, corpus_json, plan_json, tokens_json,
+              shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, gpu: dict, scratch_root,
+              tag: str, out, log) -> dict:
+    """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch."""
+    _raise_on_sigterm()
+    build = read_json(build_json)
+    plan = read_json(plan_json)["result"]
+    ids = read_json(tokens_json)["ids"]
+    first, end = plan["shards"][shard]
+    ctx, n_chunk = plan["n_ctx"], end - first
+    forecast = plan["shard_logits_bytes"][shard]
+    base_model = model_path(base_manifest)
+    add_bos = plan["add_bos"]
+    corpus_text = perplexity_text(Path(corpus))
+    if len(corpus_text) != plan["text_bytes"]:
+        raise ToolFailed(f"{corpus} is not the text the shard plan was made from ({len(corpus_text)} bytes, the "
+                         f"plan has {plan['text_bytes']}): rerun kld_shard_plan")
+    byte_start, byte_end = plan["shard_byte_ranges"][shard]
+    scratch_root = Path(scratch_root)
+    scratch = scratch_root / "ggufbench-kld" / tag / f"shard-{shard}"
+    with scratch_slot(scratch_root, plan["parallel"]) as slot:
+        shutil.rmtree(scratch, ignore_errors=True)  # what a killed attempt left
+        scratch.mkdir(parents=True)
+        try:
+            free = shutil.disk_usage(scratch).free
+            if forecast > free:
+                raise ToolFailed(f"shard {shard}: its logits are forecast at {forecast:,} bytes but {scratch} has "
+                                 f"{free:,} bytes free: free space there, set kld.sharded.scratch_dir, or lower "
+                                 "kld.sharded.disk_budget_gib")
+            with FolderSampler(scratch) as disk:
+                text = scratch / "shard.txt"
+                text.write_bytes(corpus_text[byte_start:byte_end])
+                logits = scratch / "base.logits"
+                k, v = kv_pair(base_kv)
+                cmd = perplexity_args(tool, base_model, build, ctx, base_kv, threads, run) + [
+                    "-f", text, "--chunks", n_chunk, "--kl-divergence-base", logits]
+                r, emulation = run_measurement(cmd, log, build, gpu)
+                base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
+                        "wall_seconds": r.wall_seconds,
+                        "provenance": provenance(build_json, base_manifest, corpus_json, r.output, emulation)}
+                kld_mod.check_logits_size(logits, forecast, n_chunk, ctx, plan["n_vocab"])
+                written = logits.stat().st_size
+                _, _, got_chunks, got = kld_mod.read_logits_tokens(logits)
+                differing = tokens_differing(ids[first * ctx:end * ctx], got, ctx, add_bos)
+                if differing > MAX_DIFFERING * len(got):
+                    raise ToolFailed(f"shard {shard}: {differing} of {len(got)} tokens of its text differ from the "
+                                     "corpus's own tokenization, so it would not measure the same chunks; use "
+                                     "kld.mode: chunks for this model (and report the tokenizer: docs/kld-sharded.md)")
+                klds = {}
+                for quant, kv in runs:
+                    cmd = perplexity_args(tool, model_path(manifests[quant]), build, ctx, kv, threads, run) + [
+                        "--kl-divergence-base", logits, "--kl-divergence"]
+                    r, emulation = run_measurement(cmd, log, build, gpu)
+                    klds[run_key(quant, kv)] = {
+                        "result": parse_kld(r.output).to_dict(), "cmd": [str(c) for c in cmd],
+                        "wall_seconds": r.wall_seconds,
+                        "provenance": provenance(build_json, manifests[quant], corpus_json, r.output, emulation)}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    with open(log, "a") as f:
+        f.write(f"# shard {shard}: chunks [{first}, {end}), {differing} tokens differ from the full tokenization; "
+                f"scratch peak {disk.peak_bytes:,} bytes ({disk.samples} samples), logits {written:,} bytes\n")
+    params = {"ctx": ctx, "base_kv": base_kv, "type_k": k, "type_v": v, "threads": threads, **run}
+    rec = record("kld_shard", None, params,
+                 {"n_chunk": n_chunk, "n_tokens_scored": scored_tokens(n_chunk, ctx), "tokens_differing": differing,
+                  "tokens_compared": got_chunks * ctx, "logits_bytes_forecast": forecast,
+                  "logits_bytes_written": written, "scratch_peak_bytes": disk.peak_bytes,
+                  "scratch_samples": disk.samples, "scratch_dir": str(scratch), "slot": slot, "base": base,
+                  "kld": klds}, shard=shard, chunks=[first, end])
+    write_json(out, rec)
+    return rec
+
+
+def _shards(records: list[str], plan: dict) -> list[dict]:
+    """The shard records in order, refused unless they tile exactly the plan's chunks [0, n_chunk)."""
+    recs = sorted((read_json(p) for p in records), key=lambda r: r["shard"])
+    got = [r["chunks"] for r in recs]
+    if not recs or got[0][0] != 0 or got[-1][1] != plan["n_chunk"] or len(recs) != len(plan["shards"]):
+        raise ToolFailed(f"the shard records cover chunks {got}, the plan {plan['shards']} (chunks 0 to "
+                         f"{plan['n_chunk']}): a shard record is missing or from another plan; rerun kld_shard_plan")
+    for a, b in zip(recs, recs[1:], strict=False):
+        if a["chunks"][1] != b["chunks"][0]:
+            raise ToolFailed(f"shard records do not tile the chunks: shard {a['shard']} ends at {a['chunks'][1]}, "
+                             f"shard {b['shard']} starts at {b['chunks'][0]}; rerun kld_shard_plan")
+    return recs
+
+
+def _same(values: list, what: str) -> None:
+    if len(set(values)) > 1:
+        raise ToolFailed(f"the shards were measured with different {what} ({sorted(set(map(str, values)))}): a "
+                         "file or build changed between shard jobs; rerun them (snakemake -R kld_shard)")
+
+
+def _params(recs: list[dict], plan: dict, kv: str, chunks) -> dict:
+    """A combined record's params, as mode chunks writes them, plus how it was sharded."""
+    p = recs[0]["params"]
+    k, v = kv_pair(kv)
+    return {"ctx": plan["n_ctx"], "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": p["threads"],
+            "kld_mode": "sharded", "n_shards": len(recs),
+            "disk_budget_gib": round(plan["disk_budget_bytes"] / GIB, 6), "parallel": plan["parallel"],
+            **{key: p[key] for key in ("n_gpu_layers", "flash_attn") if key in p}}
+
+
+def _run_shape(result: dict) -> dict:
+    """How llama-perplexity ran (the same in every shard): n_ctx, n_batch, n_seq, seconds per pass."""
+    return {key: result.get(key) for key in ("n_ctx", "n_batch", "n_seq", "seconds_per_pass")}
+
+
+def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks, out) -> dict:
+    """One quant's KLD over every shard, as one record shaped as rule kld's (mode chunks)."""
+    plan = read_json(plan_json)["result"]
+    recs = _shards(shard_records, plan)
+    runs = [r["result"]["kld"][run_key(quant, kv)] for r in recs]
+    _same([x["provenance"]["file_sha256"] for x in runs], "files of this quant")
+    _same([x["provenance"]["build_key"] for x in runs], "builds")
+    _same([r["result"]["base"]["provenance"]["file_sha256"] for r in recs], "baseline files")
+    parts = [(x["result"], r["result"]["n_tokens_scored"]) for x, r in zip(runs, recs, strict=True)]
+    result = combine_kld(parts)
+    result.update(n_chunks=sum(r["result"]["n_chunk"] for r in recs), **_run_shape(runs[0]["result"]),
+                  tokens_differing=sum(r["result"]["tokens_differing"] for r in recs),
+                  shard_kld_mean=[x["result"]["kld_mean"] for x in runs])
+    base = recs[0]["result"]["base"]
+    prov = dict(runs[0]["provenance"])
+    prov.update(baseline_quant=base["provenance"]["quant"], baseline_sha256=base["provenance"]["file_sha256"],
+                baseline_kv=recs[0]["params"]["base_kv"])
+    rec = record("kld", prov, _params(recs, plan, kv, chunks), result,
+                 tool_info(runs[0]["cmd"], sum(x["wall_seconds"] for x in runs)))
+    write_json(out, rec)
+    return rec
+
+
+def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
+    """The baseline's PPL over every shard (its baseline passes), and the disk each shard used."""
+    plan = read_json(plan_json)["result"]
+    recs = _shards(shard_records, plan)
+    bases = [r["result"]["base"] for r in recs]
+    _same([b["provenance"]["file_sha256"] for b in bases], "baseline files")
+    ppl, unc = combine_ppl([(b["result"]["ppl"], b["result"]["ppl_uncertainty"], r["result"]["n_tokens_scored"])
+                               for b, r in zip(bases, recs, strict=True)])
+    result = {"ppl": ppl, "ppl_uncertainty": unc, "n_chunks": sum(r["result"]["n_chunk"] for r in recs),
+              **_run_shape(bases[0]["result"]), "chunk_ppl": [], "shard_ppl": [b["result"]["ppl"] for b in bases],
+              "logits_bytes_forecast": max(r["result"]["logits_bytes_forecast"] for r in recs),
+              "logits_bytes_written": max(r["result"]["logits_bytes_written"] for r in recs),
+              "unsharded_logits_bytes": plan["unsharded_logits_bytes"],
+              "disk_budget_bytes": plan["disk_budget_bytes"],
+              "scratch_peak_bytes": max(r["result"]["scratch_peak_bytes"] for r in recs),
+              "tokens_differing": sum(r["result"]["tokens_differing"] for r in recs),
+              "tokens_compared": sum(r["result"]["tokens_compared"] for r in recs)}
+    rec = record("kld_base", bases[0]["provenance"], _params(recs, plan, recs[0]["params"]["base_kv"], chunks), result,
+                 tool_info(bases[0]["cmd"], sum(b["wall_seconds"] for b in bases)))
+    write_json(out, rec)
+    return rec

@@ -1,0 +1,1 @@
+"""From records to answers: tables, build comparisons, recommendations and their proof, figures, the page."""

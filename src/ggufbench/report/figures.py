@@ -1,0 +1,370 @@
+"""Figures from the Parquet tables, one question each, stated in the title. A figure whose data is missing or
+too thin to answer its question says so on the figure instead of failing the report.
+
+The data-shaping helpers here (pareto_front, offload_strategy, scoreboard_kld) are shared with report.py, so
+the page's tables and its figures select the same rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..core.io import atomic_path
+from ..core.units import GIB
+
+matplotlib.use("Agg")
+
+DPI = 110
+TITLE_SIZE = 10
+
+# Figure key (the rule's output name and file stem) -> the question it answers. Rule figures names its outputs
+# with these keys; the report shows them in this order.
+FIGURES = {
+    "kld_vs_size": "Which quant keeps closest to the baseline per GiB? (KLD mean and 99.9% vs file size)",
+    "ppl_vs_size": "How much perplexity does each GiB saved cost? (PPL ± vs file size)",
+    "kv_heatmap": "Does a quantized KV cache cost quality, and more at a longer context? (ΔPPL vs f16 KV)",
+    "speed": "How fast is each quant? (llama-bench t/s, whiskers: min–max of the repetitions)",
+    "speed_vs_vram": "What speed does each offload setting give for its VRAM? (t/s vs measured VRAM)",
+    "threads": "How many CPU threads are best? (t/s vs threads)",
+    "kld_percentiles": "How bad are each quant's worst tokens? (KLD percentiles per quant)",
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def pareto_front(size, value) -> np.ndarray:
+    """Boolean mask of the points no other point beats on both axes (smaller size and lower value): walking
+    from the smallest file up, a point is on the frontier if its value is below every smaller file's."""
+    size = np.asarray(size, dtype=float)
+    value = np.asarray(value, dtype=float)
+    order = np.lexsort((value, size))
+    mask = np.zeros(len(size), dtype=bool)
+    best = np.inf
+    for i in order:
+        if value[i] < best:
+            mask[i] = True
+            best = value[i]
+    return mask
+
+
+def offload_strategy(row) -> tuple[str, str]:
+    """(strategy, label with its N) of one llama-bench row, from the fields llama-bench reports itself:
+    n_gpu_layers (-ngl), n_cpu_moe (-ncmoe), tensor_buft_overrides (-ot), fit_target (-fitt)."""
+    backends = str(row.get("backends") or "")
+    if backends and all(b.strip() in ("CPU", "BLAS") for b in backends.split(",")):
+        return "CPU only", "CPU only"
+
+    def num(key):
+        v = row.get(key)
+        try:
+            return None if v is None or pd.isna(v) else int(v)
+        except (TypeError, ValueError):
+            return None
+
+    parts, kind = [], "ngl"
+    ngl = num("n_gpu_layers")
+    if ngl is not None:
+        parts.append(f"-ngl {ngl}")
+    ncmoe = num("n_cpu_moe")
+    if ncmoe:
+        kind = "n-cpu-moe"
+        parts.append(f"-ncmoe {ncmoe}")
+    ot = row.get("tensor_buft_overrides")
+    if isinstance(ot, str) and ot not in ("", "none"):
+        kind = "tensor overrides"
+        parts.append(f"-ot {ot}")
+    fit = num("fit_target")
+    if fit:
+        kind = "fit"
+        parts.append(f"-fitt {fit}")
+    return kind, " ".join(parts) or "default"
+
+
+def with_strategy(bench: pd.DataFrame) -> pd.DataFrame:
+    if bench.empty:
+        return bench.assign(strategy=[], strategy_label=[])
+    s = [offload_strategy(r) for r in bench.to_dict("records")]
+    return bench.assign(strategy=[a for a, _ in s], strategy_label=[b for _, b in s])
+
+
+def scoreboard_kld(kld: pd.DataFrame) -> pd.DataFrame:
+    """The KLD rows the scoreboard uses: each quant with the baseline's KV type (the weights' cost alone)."""
+    if kld.empty:
+        return kld
+    base_kv = kld["baseline_kv"] if "baseline_kv" in kld else "f16"
+    return kld[kld["kv"] == base_kv]
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:  # matplotlib picks the format by the extension
+        fig.savefig(tmp, dpi=DPI)
+    plt.close(fig)
+
+
+def _no_data(title: str, why: str, path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 2.6), layout="constrained")
+    ax.set_title(title, fontsize=TITLE_SIZE)
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_axis_off()
+    _save(fig, path)
+
+
+def _series_label(build, model, n_groups) -> str:
+    return f"{model} [{build}]" if n_groups > 1 else f"{model}"
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def kld_vs_size(kld: pd.DataFrame, path) -> None:
+    title = FIGURES["kld_vs_size"]
+    k = scoreboard_kld(kld)
+    if k.empty:
+        return _no_data(title, "No KLD results in this run (kld: not configured or no quant besides the baseline).",
+                        path)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    groups = list(k.groupby(["build", "model"]))
+    for ax, (col, unc, what) in zip(axes, [("kld_mean", "kld_mean_uncertainty", "mean KLD"),
+                                           ("kld_p99_9", None, "99.9% KLD")], strict=True):
+        for i, ((build, model), g) in enumerate(groups):
+            g = g.sort_values("file_size_bytes")
+            x, y = g["file_size_bytes"] / GIB, g[col]
+            ok = y > 0  # log axis: a KLD percentile of 0 or below cannot be drawn
+            color = f"C{i}"
+            ax.errorbar(x[ok], y[ok], yerr=g[unc][ok] if unc else None, fmt="o", capsize=3, color=color,
+                        label=_series_label(build, model, len(groups)))
+            front = pareto_front(x[ok], y[ok])
+            ax.step(x[ok][front], y[ok][front], where="post", color=color, alpha=0.6, lw=1.5,
+                    label="Pareto frontier" if i == 0 else None)
+            if i == 0:
+                for _, r in g[ok].iterrows():
+                    ax.annotate(r["quant"], (r["file_size_bytes"] / GIB, r[col]), textcoords="offset points",
+                                xytext=(5, 4), fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("file size (GiB)")
+        ax.set_ylabel(f"{what} vs baseline (log)")
+        ax.set_title(what, fontsize=TITLE_SIZE)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    base = ", ".join(sorted(set(k["baseline_quant"].astype(str))))
+    fig.suptitle(f"{title}\nagainst the {base} logits, KV {', '.join(sorted(set(k['kv'])))}; lower-left is better",
+                 fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+def ppl_vs_size(ppl: pd.DataFrame, path) -> None:
+    title = FIGURES["ppl_vs_size"]
+    if ppl.empty:
+        return _no_data(title, "No perplexity results in this run.", path)
+    groups = list(ppl.groupby(["build", "model", "ctx"]))
+    ncol = min(len(groups), 2)
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False, layout="constrained")
+    for ax, ((build, model, ctx), g) in zip(axes.flat, groups, strict=False):
+        for j, kv in enumerate(dict.fromkeys(g["kv"])):
+            s = g[g["kv"] == kv].sort_values("file_size_bytes")
+            ax.errorbar(s["file_size_bytes"] / GIB, s["ppl"], yerr=s["ppl_uncertainty"], marker="os^vD"[j % 5],
+                        capsize=3, label=f"KV {kv}", alpha=0.85)
+        f16 = g[g["kv"] == g["kv"].iloc[0]].sort_values("file_size_bytes")
+        for _, r in f16.iterrows():
+            ax.annotate(r["quant"], (r["file_size_bytes"] / GIB, r["ppl"]), textcoords="offset points",
+                        xytext=(5, -12), fontsize=8)
+        ax.set_xlabel("file size (GiB)")
+        ax.set_ylabel("perplexity (± one standard error)")
+        ax.set_title(f"{model} [{build}], ctx {ctx}", fontsize=TITLE_SIZE)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+def kv_heatmap(ppl: pd.DataFrame, path) -> None:
+    title = FIGURES["kv_heatmap"]
+    if ppl.empty or "dppl_vs_f16_kv" not in ppl or ppl["dppl_vs_f16_kv"].isna().all():
+        return _no_data(title, "No perplexity results with an f16-KV reference in this run.", path)
+    groups = list(ppl.groupby(["build", "model"]))
+    quants = list(ppl.sort_values("file_size_bytes", ascending=False)["quant"].drop_duplicates())
+    kvs = list(dict.fromkeys(ppl["kv"]))
+    ctxs = sorted(ppl["ctx"].unique())
+    lim = float(np.nanmax(np.abs(ppl["dppl_vs_f16_kv"]))) or 1.0
+    fig, axes = plt.subplots(len(groups), len(quants), figsize=(1.1 + 1.25 * len(ctxs) * len(quants),
+                                                                  0.9 + 0.55 * len(kvs) * len(groups) + 0.6),
+                             squeeze=False, layout="constrained")
+    im = None
+    for row, ((build, model), g) in enumerate(groups):
+        for col, quant in enumerate(quants):
+            ax = axes[row, col]
+            m = g[g["quant"] == quant].pivot_table(index="kv", columns="ctx", values="dppl_vs_f16_kv")
+            m = m.reindex(index=kvs, columns=ctxs)
+            im = ax.imshow(m.to_numpy(dtype=float), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            for (i, j), v in np.ndenumerate(m.to_numpy(dtype=float)):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7.5,
+                            color="white" if abs(v) > 0.6 * lim else "black")
+            ax.set_xticks(range(len(ctxs)), [str(c) for c in ctxs], fontsize=8)
+            ax.set_yticks(range(len(kvs)), kvs if col == 0 else [""] * len(kvs), fontsize=8)
+            ax.set_title(quant if len(groups) == 1 else f"{quant} [{build}]", fontsize=9)
+            if row == len(groups) - 1:
+                ax.set_xlabel("ctx", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("KV type" if len(groups) == 1 else f"{model} [{build}]\nKV type", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.9, label="ΔPPL vs f16 KV")
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+def speed(bench: pd.DataFrame, path) -> None:
+    title = FIGURES["speed"]
+    if bench.empty:
+        return _no_data(title, "No llama-bench results in this run.", path)
+    tests = list(dict.fromkeys(bench["test"]))
+    fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 4.5), squeeze=False, layout="constrained")
+    groups = list(bench.groupby(["build", "model", "n_threads"]))
+    for ax, test in zip(axes[0], tests, strict=True):
+        g = bench[bench["test"] == test]
+        for (build, model, nt), h in g.groupby(["build", "model", "n_threads"]):
+            h = h.sort_values("file_size_bytes")
+            lo = h["median_ts"] - h["min_ts"]
+            hi = h["max_ts"] - h["median_ts"]
+            label = f"{model} [{build}]" + (f", {nt} threads" if bench["n_threads"].nunique() > 1 else "")
+            ax.errorbar(h["quant"], h["median_ts"], yerr=[lo, hi], marker="o", capsize=3,
+                        label=label if len(groups) > 1 else None)
+        ax.set_title(test, fontsize=TITLE_SIZE)
+        ax.set_ylabel("tokens/s (median)")
+        ax.tick_params(axis="x", rotation=45)
+        ax.grid(True, alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{title}\nbackend: {', '.join(sorted(set(bench['backend'].astype(str))))}", fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+def speed_vs_vram(bench: pd.DataFrame, path) -> None:
+    title = FIGURES["speed_vs_vram"]
+    if bench.empty:
+        return _no_data(title, "No llama-bench results in this run.", path)
+    b = with_strategy(bench)
+    measured = b["vram_available"].fillna(False).astype(bool) & b["vram_peak_delta_mib"].notna()
+    if measured.any():
+        b = b[measured]
+        x, xlabel, note = b["vram_peak_delta_mib"] / 1024, "peak VRAM of the llama-bench run (GiB, NVML)", ""
+    else:
+        reason = str(bench["vram_reason"].dropna().iloc[0]) if bench["vram_reason"].notna().any() else "not measured"
+        x, xlabel = b["file_size_bytes"] / GIB, "file size (GiB) — VRAM not measured"
+        note = f"\nVRAM not measured in this run ({reason.split(' (')[0]}): x is the file size, a lower bound"
+    b = b.assign(x=x)
+    tests = list(dict.fromkeys(b["test"]))
+    fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.6), squeeze=False, layout="constrained")
+    labels = list(dict.fromkeys(b["strategy_label"]))
+    builds = list(dict.fromkeys(b["build"]))
+    markers = "osD^v<>Pp*hX"
+    for ax, test in zip(axes[0], tests, strict=True):
+        g = b[b["test"] == test]
+        for i, lab in enumerate(labels):
+            for j, build in enumerate(builds):
+                h = g[(g["strategy_label"] == lab) & (g["build"] == build)]
+                if h.empty:
+                    continue
+                name = lab + (f" [{build}]" if len(builds) > 1 else "")
+                ax.errorbar(h["x"], h["median_ts"], yerr=[h["median_ts"] - h["min_ts"], h["max_ts"] - h["median_ts"]],
+                            fmt=markers[i % len(markers)], color=f"C{j}", capsize=3, label=name,
+                            alpha=0.8, mfc="none" if j else None)
+                if j == 0:
+                    for _, r in h.iterrows():
+                        ax.annotate(r["quant"], (r["x"], r["median_ts"]), textcoords="offset points",
+                                    xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("tokens/s (median; whiskers min–max)")
+        ax.set_title(test, fontsize=TITLE_SIZE)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, title="offload setting", title_fontsize=8)
+    one = "" if len(labels) > 1 else f"\none offload setting measured ({labels[0]}); sweep more with bench.extra_args"
+    fig.suptitle(title + note + one, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+def threads(bench: pd.DataFrame, path) -> None:
+    title = FIGURES["threads"]
+    if bench.empty or "n_threads" not in bench:
+        return _no_data(title, "No llama-bench results in this run.", path)
+    counts = sorted(bench["n_threads"].dropna().unique())
+    tests = list(dict.fromkeys(bench["test"]))
+    fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 4.4), squeeze=False, layout="constrained")
+    builds = list(dict.fromkeys(bench["build"]))
+    for ax, test in zip(axes[0], tests, strict=True):
+        g = bench[bench["test"] == test]
+        for i, ((build, quant), h) in enumerate(g.groupby(["build", "quant"], sort=False)):
+            h = h.groupby("n_threads", as_index=False).agg(median_ts=("median_ts", "median"),
+                                                           min_ts=("min_ts", "min"), max_ts=("max_ts", "max"))
+            ax.errorbar(h["n_threads"], h["median_ts"], yerr=[h["median_ts"] - h["min_ts"],
+                                                              h["max_ts"] - h["median_ts"]],
+                        marker="o", capsize=3, label=quant + (f" [{build}]" if len(builds) > 1 else ""),
+                        color=f"C{i % 10}", alpha=0.85)
+        ax.set_xticks(counts)
+        ax.set_xlabel("threads (-t)")
+        ax.set_ylabel("tokens/s (median)")
+        ax.set_title(test, fontsize=TITLE_SIZE)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    one = (f"\nonly one thread count measured ({int(counts[0])}): no U-curve to read; sweep with bench.threads"
+           if len(counts) == 1 else "")
+    fig.suptitle(title + one, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+PERCENTILES = [("kld_median", "median"), ("kld_p90", "90%"), ("kld_p95", "95%"), ("kld_p99", "99%"),
+               ("kld_p99_9", "99.9%"), ("kld_max", "max")]
+
+
+def kld_percentiles(kld: pd.DataFrame, path) -> None:
+    title = FIGURES["kld_percentiles"]
+    k = scoreboard_kld(kld)
+    if k.empty:
+        return _no_data(title, "No KLD results in this run.", path)
+    groups = list(k.groupby(["build", "model"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(7, 1.2 * k["quant"].nunique() + 3) * len(groups), 4.8),
+                             squeeze=False, layout="constrained")
+    for ax, ((build, model), g) in zip(axes[0], groups, strict=True):
+        g = g.sort_values("file_size_bytes", ascending=False)
+        xs = np.arange(len(g))
+        for i, (col, name) in enumerate(PERCENTILES):
+            y = g[col].where(g[col] > 0)  # log axis
+            ax.plot(xs, y, marker="o", color=plt.cm.viridis(i / (len(PERCENTILES) - 1)), label=name)
+        ax.plot(xs, g["kld_mean"], marker="x", ls="--", color="black", label="mean")
+        ax.set_xticks(xs, g["quant"])
+        ax.set_yscale("log")
+        ax.set_ylabel("KL divergence per token vs baseline (log)")
+        ax.set_title(f"{model} [{build}], KV {', '.join(sorted(set(g['kv'])))}", fontsize=TITLE_SIZE)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, title="percentile", title_fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
+MAKERS = {"kld_vs_size": ("kld", kld_vs_size), "ppl_vs_size": ("perplexity", ppl_vs_size),
+          "kv_heatmap": ("perplexity", kv_heatmap), "speed": ("bench", speed),
+          "speed_vs_vram": ("bench", speed_vs_vram), "threads": ("bench", threads),
+          "kld_percentiles": ("kld", kld_percentiles)}
+
+
+def make_figures(tables: dict, out: dict) -> None:
+    """tables: {perplexity, kld, bench: parquet path}; out: {figure key: png path} (the keys of FIGURES)."""
+    unknown = set(out) - set(MAKERS)
+    if unknown:
+        raise ValueError(f"figures asked for {sorted(unknown)}; known: {sorted(MAKERS)} (see FIGURES in "
+                         "src/ggufbench/report/figures.py and rule figures in rules/report.smk)")
+    cache: dict[str, pd.DataFrame] = {}
+    for key, path in out.items():
+        table, make = MAKERS[key]
+        if table not in cache:
+            df = pd.read_parquet(tables[table])
+            if "status" in df:  # "does not fit" rows have no speed to plot (the report's tables show them)
+                df = df[df["status"].fillna("measured") == "measured"]
+            cache[table] = df
+        make(cache[table], path)

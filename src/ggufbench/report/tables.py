@@ -1,0 +1,186 @@
+"""Result records (JSON) -> tidy Parquet tables, one row per measurement, provenance on every row.
+
+Tables (results/tables/):
+  perplexity.parquet  one row per build x model x quant x ctx x KV type (PPL ± uncertainty)
+  kld.parquet         one row per build x model x quant (every KLD-mode statistic)
+  bench.parquet       one row per llama-bench test (every llama-bench field by name) + VRAM columns
+  builds.parquet      one row per llama.cpp build (source identity, flags, toolchain)
+Columns are documented in docs/tables.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from ..core.io import atomic_path, read_json
+from ..measure.tuner import setting_label
+
+PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
+              "llama_cpp_version", "llama_cpp_commit", "backend", "cpu_name", "gpu_name", "gpu_driver", "host"]
+
+
+def _flat(record: dict, result: dict) -> dict:
+    row = {**record["provenance"], **{k: v for k, v in record["params"].items() if not isinstance(v, dict)},
+           **result}
+    row["tool_wall_seconds"] = record.get("tool", {}).get("wall_seconds")
+    return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items()}
+
+
+PPL_KEEP = ("n_chunks", "n_ctx", "n_batch", "n_seq", "seconds_per_pass")
+
+
+def ppl_row(record: dict) -> dict:
+    """A PPL cell from a perplexity record, or from the KLD / baseline record that measured the same thing
+    (measured_by says which; KLD mode's Mean PPL(Q) is the same statistic as PPL mode's Final estimate)."""
+    res = record["result"]
+    if record["stage"] == "kld":
+        result = {"ppl": res["ppl_q"], "ppl_uncertainty": res["ppl_q_uncertainty"]}
+    else:  # perplexity or kld_base: parse_perplexity's fields
+        result = {"ppl": res["ppl"], "ppl_uncertainty": res["ppl_uncertainty"]}
+    result.update({k: res.get(k) for k in PPL_KEEP})
+    prov = {k: v for k, v in record["provenance"].items() if k not in ("baseline_quant", "baseline_sha256")}
+    row = _flat({**record, "provenance": prov}, result)
+    # sharded KLD runs (kld.mode: sharded) measured the cell in shards, combined: the table says so
+    row["measured_by"] = record["stage"] + (" (sharded)" if record["params"].get("kld_mode") == "sharded" else "")
+    return row
+
+
+def add_kv_deltas(df: pd.DataFrame) -> pd.DataFrame:
+    """dppl_vs_f16_kv: PPL minus the same quant's PPL with f16 KV at the same ctx (NaN without an f16 cell);
+    kv_cost_long_minus_short: that difference at this ctx minus at the shortest ctx (0 at the shortest)."""
+    if df.empty:
+        return df
+    keys = ["build", "model", "quant", "ctx"]
+    ref = df[df["kv"] == "f16"].set_index(keys)["ppl"]
+    idx = pd.MultiIndex.from_frame(df[keys])
+    df = df.assign(dppl_vs_f16_kv=df["ppl"].to_numpy() - ref.reindex(idx).to_numpy())
+    short = df.groupby(["build", "model"])["ctx"].transform("min")
+    at_short = df[df["ctx"] == short].set_index(["build", "model", "quant", "kv"])["dppl_vs_f16_kv"]
+    idx2 = pd.MultiIndex.from_frame(df[["build", "model", "quant", "kv"]])
+    return df.assign(kv_cost_long_minus_short=df["dppl_vs_f16_kv"].to_numpy() - at_short.reindex(idx2).to_numpy())
+
+
+def perplexity_rows(records: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame([ppl_row(r) for r in records])
+    return _order(add_kv_deltas(df))
+
+
+def kld_rows(records: list[dict]) -> pd.DataFrame:
+    return _order(pd.DataFrame([_flat(r, r["result"]) for r in records]))
+
+
+def bench_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per llama-bench test; every llama-bench field by name, plus strategy, the offload setting, the
+    noise columns and the VRAM peak of the call that measured it."""
+    rows = []
+    for r in records:
+        for b in r["result"]["rows"]:
+            b = dict(b)
+            vram, setting = b.pop("vram"), b.pop("setting", {})
+            bench = {f"bench_{k}" if k in ("model_filename",) else k: v for k, v in b.items()}
+            row = _flat({**r, "params": {}}, bench)
+            row.update(setting_kv=setting.get("kv"), setting_batch=setting.get("batch"),
+                       setting_ubatch=setting.get("ubatch"), setting_n_cpu_moe=setting.get("n_cpu_moe"),
+                       setting_override_tensor=setting.get("override_tensor"),
+                       setting_fit_target=setting.get("fit_target"),
+                       setting_n_gpu_layers=setting.get("n_gpu_layers"), setting_context=setting.get("context"),
+                       status=b.get("status", "measured"), reason=b.get("reason"),
+                       vram_available=vram["available"], vram_reason=vram.get("reason") or None,
+                       vram_peak_delta_mib=vram.get("peak_delta_mib"), vram_peak_used_mib=vram.get("peak_used_mib"),
+                       vram_free_before_mib=vram.get("free_before_mib"), vram_samples=vram.get("samples"))
+            rows.append(row)
+    return _order(pd.DataFrame(rows))
+
+
+def tune_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per tuner job: the budget, the N it picked with its speed and VRAM, and its cost in runs."""
+    rows = []
+    for r in records:
+        res = r["result"]
+        best = res.get("best") or {}
+        prm = r["params"]
+        row = _flat({**r, "params": {"budget_gib": prm["budget_gib"], "context": prm.get("context"),
+                                     "threads": prm.get("threads")}}, {})
+        ref = res.get("best_reference") or {}
+        row.update(status=res["status"], reason=res.get("reason") or res.get("note"),
+                   best_setting=json.dumps(best.get("setting")) if best else None,
+                   best_label=setting_label(best["setting"]) if best.get("setting") else None,
+                   best_family=res.get("best_family"),
+                   reference_label=setting_label(ref["setting"]) if ref.get("setting") else None,
+                   reference_tg_ts=ref.get("tg_ts"), reference_vram_mib=ref.get("vram_mib"),
+                   best_n_cpu_moe=best.get("n_cpu_moe"), best_tg_ts=best.get("tg_ts"),
+                   best_vram_mib=best.get("vram_mib"), best_pp_ts=best.get("pp_ts"),
+                   n_runs=len(res.get("probes", [])) or None,
+                   full_sweep_runs=res.get("full_sweep_runs"), probes=json.dumps(res.get("probes", [])))
+        rows.append(row)
+    return _order(pd.DataFrame(rows))
+
+
+def server_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per server check: the budget and context, the recommendation that started (quant, KV, offload,
+    threads, the command) with what the server measured, and how many candidates were tried."""
+    rows = []
+    for r in records:
+        res, prm = r["result"], r["params"]
+        rec = res.get("recommendation") or {}
+        proof = res["attempts"][-1] if res["status"] == "started" else {}
+        row = _flat({**r, "params": {"budget_gib": prm["budget_gib"], "context": prm["context"]}}, {})
+        row.update(status=res["status"], rec_quant=rec.get("quant"), rec_kv=rec.get("kv"),
+                   rec_strategy=rec.get("strategy"), rec_threads=rec.get("threads"), rec_tg_ts=rec.get("tg"),
+                   rec_pp_ts=rec.get("pp"), rec_need_bytes=rec.get("need_bytes"), rec_basis=rec.get("basis"),
+                   rec_kld=rec.get("kld"), rec_kld_uncertainty=rec.get("kld_u"), rec_ppl=rec.get("ppl"),
+                   rec_ppl_uncertainty=rec.get("ppl_u"), command=res.get("command"),
+                   load_seconds=proof.get("load_seconds"), server_predicted_ts=proof.get("predicted_per_second"),
+                   server_prompt_ts=proof.get("prompt_per_second"),
+                   server_vram_peak_mib=(proof.get("vram") or {}).get("peak_delta_mib"),
+                   n_candidates=res.get("n_candidates"), n_fit=res.get("n_fit"), n_attempts=len(res["attempts"]),
+                   attempts=json.dumps(res["attempts"], default=str))
+        rows.append(row)
+    return _order(pd.DataFrame(rows))
+
+
+def write_server_table(records: list, out) -> None:
+    _write_parquet(server_rows([read_json(p) for p in records]), out)
+
+
+def builds_rows(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for b in records:
+        src = b["source"]
+        rows.append({"build": b["build"], "build_key": b["key"], "backend": b["backend"],
+                     "llama_cpp_version": b.get("version"), "llama_cpp_commit": b.get("commit"),
+                     "binary_commit": b.get("binary_commit"), "source_kind": src["kind"],
+                     "source": json.dumps(src), "cmake_args": " ".join(b["cmake_args"]),
+                     "cxx_version": b["toolchain"].get("cxx_version"),
+                     "nvcc_version": b["toolchain"].get("nvcc_version"),
+                     "cuda_architectures": b.get("cuda_architectures"), "built_with": b.get("built_with"),
+                     "reused_from_cache": b.get("reused_from_cache")})
+    return pd.DataFrame(rows)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    first = [c for c in PROVENANCE if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+ROWS = {"perplexity": perplexity_rows, "kld": kld_rows, "bench": bench_rows, "tune": tune_rows, "builds": builds_rows}
+
+
+def record_tables(records: dict[str, list]) -> dict[str, pd.DataFrame]:
+    """{table name: record paths} -> {table name: DataFrame}, as the tables of those records alone."""
+    return {name: ROWS[name]([read_json(p) for p in paths]) for name, paths in records.items()}
+
+
+def write_tables(perplexity, kld, bench, builds, out: dict, tune=()) -> None:
+    tables = record_tables({"perplexity": perplexity, "kld": kld, "bench": bench, "tune": tune, "builds": builds})
+    for name, df in tables.items():
+        _write_parquet(df, out[name])
+
+
+def _write_parquet(df: pd.DataFrame, out) -> None:
+    with atomic_path(out) as tmp:
+        df.to_parquet(tmp, index=False)

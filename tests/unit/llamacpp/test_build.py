@@ -1,0 +1,68 @@
+"""Build configuration: CMake arguments, toolkit checks, architecture resolution, build keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from ggufbench.core.errors import ConfigError
+from ggufbench.llamacpp.build import build_key, check_toolkit, cmake_args, parse_version, resolve_cuda_architectures
+
+IDENT = {"kind": "pypi_sdist", "package": "llama-cpp-python", "version": "0.3.36",
+         "commit": "0c1e57098bba43ac29e6e3b677cdceebdd22334f"}
+
+
+TC = {"cxx_version": "c++ (Debian 12.2.0-14+deb12u1) 12.2.0", "nvcc_version": None}
+
+
+def test_blackwell_needs_cuda_12_8():
+    with pytest.raises(ConfigError, match=r"nvcc 12\.4 cannot compile: CUDA 12\.8 or newer"):
+        check_toolkit("120", "12.4")
+    check_toolkit("120", "12.8")
+    check_toolkit("120", "13.0")
+    check_toolkit("90", "12.4")  # Hopper is fine with 12.4
+    with pytest.raises(ConfigError):
+        check_toolkit("90;120", "12.6")
+
+
+def test_native_without_nvml_is_left_to_nvcc():
+    archs, how = resolve_cuda_architectures("native")  # no GPU on CI machines
+    assert archs == "native" and how.startswith("left to nvcc (no GPU")
+    assert resolve_cuda_architectures("120") == ("120", "config")
+
+
+def test_cmake_args_cuda_and_commit():
+    args = cmake_args({"cuda": True, "resolved_cuda_architectures": "120", "fa_all_quants": True,
+                       "native": True, "cmake_args": ["-DGGML_CUDA_F16=ON"]}, IDENT)
+    assert "-DGGML_CUDA=ON" in args and "-DCMAKE_CUDA_ARCHITECTURES=120" in args
+    assert "-DGGML_CUDA_FA_ALL_QUANTS=ON" in args and "-DGGML_NATIVE=ON" in args
+    assert "-DLLAMA_BUILD_COMMIT=0c1e57098bba" in args
+    assert args[-1] == "-DGGML_CUDA_F16=ON"
+    cpu = cmake_args({"native": False}, {**IDENT, "commit": None})
+    assert "-DGGML_NATIVE=OFF" in cpu and not any("CUDA" in a or "BUILD_COMMIT" in a for a in cpu)
+
+
+def test_build_key_changes_with_flags_source_and_toolchain():
+    a = cmake_args({"native": True}, IDENT)
+    key = build_key(IDENT, a, TC)
+    assert build_key(IDENT, a, TC) == key
+    assert build_key(IDENT, a + ["-DGGML_AVX512=OFF"], TC) != key
+    assert build_key({**IDENT, "version": "0.3.37"}, a, TC) != key
+    assert build_key(IDENT, a, {**TC, "cxx_version": "c++ 13.3.0"}) != key
+
+
+def test_parse_version(capture):
+    v = parse_version(capture("version.txt"))
+    assert v["version"] == "0.5.0-dev"
+    assert v["build_number"] == 1
+    assert v["binary_commit"] == "0c1e570"
+    assert v["built_with"] == "GNU 12.2.0"
+    assert v["target"].startswith("Linux")
+
+
+def test_parse_version_full_target(capture):
+    assert capture("version.txt").splitlines()[1] == "built with GNU 12.2.0 for Linux x86_64"
+    assert parse_version(capture("version.txt"))["target"] == "Linux x86_64"
+
+
+def test_parse_version_unrecognised_text():
+    assert parse_version("llama_bench: error: failed to load model 'nonexist.gguf'\n") == {}

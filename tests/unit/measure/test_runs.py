@@ -1,0 +1,65 @@
+"""The measurement plan: which PPL cells come from KLD/baseline runs (no GPU pass twice)."""
+
+from __future__ import annotations
+
+import copy
+
+import yaml
+
+from ggufbench.measure import runs as plan
+from tests.support.workflow import REPO
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+def test_demo_ctx512_cells_come_from_kld_runs():
+    config = load("demo.yaml")
+    sources = {(c.quant, c.kv, c.ctx): r.kind for c, r in plan.ppl_sources(config)}
+    assert len(sources) == 6 * 3 * 2
+    assert sources[("F16", "f16", 512)] == "kld_base"
+    assert sources[("Q4_K_M", "q4_0", 512)] == "kld"
+    assert {k for (_, _, ctx), k in sources.items() if ctx == 1024} == {"perplexity"}
+    ours, naive = plan.planned_runs(config), plan.naive_runs(config)
+    # 1 baseline pass + 17 KLD runs + 18 PPL runs at ctx 1024, against 36 PPL + 1 + 17
+    assert (len(ours), len(naive)) == (36, 54)
+    assert len({r.path for r in ours}) == len(ours)
+
+
+def test_a_cell_differing_in_chunks_is_measured_itself():
+    config = load("demo.yaml")
+    config["perplexity"]["chunks"] = 10  # the KLD runs score 8 chunks: not the same measurement
+    kinds = {(c.quant, c.kv, c.ctx): r.kind for c, r in plan.ppl_sources(config)}
+    assert set(kinds.values()) == {"perplexity"}
+
+
+def test_a_cell_differing_in_corpus_is_measured_itself():
+    config = copy.deepcopy(load("demo.yaml"))
+    config["corpora"]["other"] = {"python_docs": {"max_bytes": 200000}}
+    config["kld"]["corpus"] = "other"
+    assert {r.kind for _, r in plan.ppl_sources(config)} == {"perplexity"}
+
+
+def test_single_kld_kv_covers_only_its_cells():
+    config = load("demo.yaml")
+    config["kld"]["kv"] = "f16"
+    kinds = {(c.quant, c.kv, c.ctx): r.kind for c, r in plan.ppl_sources(config)}
+    assert [k for k, v in kinds.items() if v != "perplexity"] == [(q, "f16", 512) for q in
+                                                                    config["models"]["smollm2-135m"]["quants"]]
+    assert sum(r.kind == "kld" for r in plan.kld_runs(config)) == 5
+
+
+def test_study_plan_counts():
+    config = load("config.yaml")
+    ours, naive = plan.planned_runs(config), plan.naive_runs(config)
+    # 5 quants x 3 KV: 15 ctx-512 cells from 1 baseline pass + 14 KLD runs; 15 ctx-8192 PPL runs
+    assert sum(r.kind == "perplexity" for r in ours) == 15
+    assert sum(r.kind == "kld" for r in ours) == 14
+    assert (len(ours), len(naive)) == (30, 45)
+
+
+def test_chunks_by_ctx():
+    config = load("config.yaml")
+    assert plan.ppl_chunks(config, 512) == 25
+    assert plan.ppl_chunks(config, 8192) is None

