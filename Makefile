@@ -14,6 +14,9 @@ system-deps:
 	bash tools/system-deps.sh
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
+	  f"ggufbench needs Python 3.11 or newer (Snakemake 9 does); $(PYTHON) is {sys.version.split()[0]}. " \
+	  "Run: make PYTHON=python3.11 (or python3.12, python3.13)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -27,6 +27,10 @@ def check_config(config: dict) -> None:
                 if kind in origin and "source" not in model:
                     problems.append(f"models.{name}.quants.{quant}: `{kind}:` needs models.{name}.source "
                                     "(the file it is made from)")
+    for key, path in _local_paths(config):
+        if not Path(path).exists():
+            problems.append(f"{key}: {path} does not exist (relative paths are read from the working directory, "
+                            f"{Path.cwd()}); fix the path or put the file there")
     for section in ("perplexity", "kld"):
         if section not in config:  # a speed-only study measures no quality
             continue
@@ -57,6 +61,22 @@ def check_config(config: dict) -> None:
                         "prompt); drop one")
     if problems:
         raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
+
+
+def _local_paths(config: dict):
+    """(config key, path) of every file on disk the config names: local builds, model sources, quants, corpora."""
+    for name, build in config["builds"].items():
+        if "local" in build["source"]:
+            yield f"builds.{name}.source.local.path", build["source"]["local"]["path"]
+    for name, model in config["models"].items():
+        if "local" in (model.get("source") or {}):
+            yield f"models.{name}.source.local.path", model["source"]["local"]["path"]
+        for quant, origin in model["quants"].items():
+            if "local" in origin:
+                yield f"models.{name}.quants.{quant}.local.path", origin["local"]["path"]
+    for name, corpus in config["corpora"].items():
+        if "local" in corpus:
+            yield f"corpora.{name}.local.path", corpus["local"]["path"]
 
 
 def kv_pair(kv: str) -> tuple[str, str]:

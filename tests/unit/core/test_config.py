@@ -68,8 +68,12 @@ def test_contexts_and_depth_exclude_each_other(demo):
     assert "bench.depth and bench.contexts both set" in _problems(demo)
 
 
-def test_a_speed_only_study_needs_no_quality_sections():
+def test_a_speed_only_study_needs_no_quality_sections(tmp_path, monkeypatch):
     config = _load("../tools/device/study-cuda.yaml")
+    monkeypatch.chdir(tmp_path)  # where the device run has its carried llama.cpp tarball
+    tarball = tmp_path / config["builds"]["cuda"]["source"]["local"]["path"]
+    tarball.parent.mkdir(parents=True)
+    tarball.write_bytes(b"")
     assert "perplexity" not in config and "kld" not in config
     validate(config, SCHEMA)
     check_config(config)
@@ -246,4 +250,25 @@ def test_schema_kld_mode_and_budget(demo):
     demo["kld"]["mode"] = "sharded"
     demo["kld"]["sharded"] = {"disk_budget_gib": 0}
     with pytest.raises(WorkflowError, match="disk_budget_gib"):
+        validate(demo, SCHEMA)
+
+
+def test_files_on_disk_the_config_names_must_exist(demo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo["models"]["smollm2-135m"]["quants"]["mine"] = {"local": {"path": "models/mine.gguf"}}
+    demo["corpora"]["own"] = {"local": {"path": str(tmp_path / "own.txt")}}
+    problems = _problems(demo)
+    assert (f"models.smollm2-135m.quants.mine.local.path: models/mine.gguf does not exist (relative paths are read "
+            f"from the working directory, {tmp_path})") in problems
+    assert f"corpora.own.local.path: {tmp_path / 'own.txt'} does not exist" in problems
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/mine.gguf").write_bytes(b"GGUF")
+    (tmp_path / "own.txt").write_text("text")
+    check_config(demo)
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+def test_names_that_would_leave_or_hide_in_results_are_refused(demo, name):
+    demo["models"]["smollm2-135m"]["quants"][name] = {"quantize": "Q8_0"}
+    with pytest.raises(WorkflowError, match="does not match"):
         validate(demo, SCHEMA)
