@@ -14,6 +14,7 @@ rule aggregate:
         bench=paths.table("bench"),
         tune=paths.table("tune"),
         builds=paths.table("builds"),
+        chunks=paths.table("chunks"),
     log:
         "logs/report/aggregate.log",
     conda:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 
 import pandas as pd
 import pytest
 import yaml
 
+from ggufbench.report.figures import FIGURES
 from tests.support.workflow import REPO, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -131,6 +133,51 @@ def test_the_recommended_server_commands_started_and_answered(demo):
     assert "started in" in html
 
 
+def test_chunks_and_paired_comparisons(demo):
+    """Every KLD run's 8 chunks in chunks.parquet; each scoreboard's neighbouring pairs and each KV type against
+    f16 judged on them, in the report."""
+    from ggufbench.report.paired import comparisons
+
+    workdir, _ = demo
+    chunks = pd.read_parquet(workdir / "results/tables/chunks.parquet")
+    kld = pd.read_parquet(workdir / "results/tables/kld.parquet")
+    per_run = chunks[chunks["stage"] == "kld"].groupby(["quant", "kv"])["chunk"].apply(sorted)
+    assert len(per_run) == len(kld) and all(c == list(range(8)) for c in per_run)
+    c = comparisons(chunks, kld)
+    k = c[c["stat"] == "kld"]
+    assert len(k[k["comparison"] == "quant"]) == 3 * (len(QUANTS) - 2) + 2  # f16 KV: 5 quants; q8_0/q4_0: 6
+    assert (k["se_ratio"] > 0).all() and k["verdict"].isin(["not resolved"] + [f"{q} better" for q in QUANTS]).all()
+    html = (workdir / "reports/summary.html").read_text()
+    assert 'id="paired-quant"' in html and 'id="paired-kv"' in html and "Is a quantized KV cache free?" in html
+
+
+def test_a_cpu_run_recommends_with_a_kv_cache_estimate(demo):
+    """No VRAM measured on a CPU: the need is the file plus the KV cache at the served context, estimated from
+    the GGUF's own shape (SmolLM2-135M: 30 layers, 3 KV heads of 64: 22.5 MiB in f16 at ctx 1024)."""
+    workdir, _ = demo
+    html = (workdir / "reports/summary.html").read_text()
+    assert "file + 22 MiB KV estimate at ctx 1024" in html or "file + 23 MiB KV estimate at ctx 1024" in html
+    bench = pd.read_parquet(workdir / "results/tables/bench.parquet")
+    assert (bench[["n_layer_kv", "n_head_kv", "n_embd_head_k"]].drop_duplicates().values.tolist()
+            == [[30, 3, 64]])
+
+
+def test_the_readmes_snakemake_report_of_the_run(demo):
+    """The README's `snakemake --report ...` on the finished demo: an archive with Snakemake's report.html and
+    every figure the rules mark for it, each with its caption."""
+    workdir, _ = demo
+    cmd = re.search(r"^(snakemake --report \S+)", (REPO / "README.md").read_text(), re.M).group(1).split()
+    snakemake(workdir, *cmd[1:], configfile=REPO / "config/demo.yaml")
+    with zipfile.ZipFile(workdir / cmd[2]) as z:
+        names = z.namelist()
+        html = "".join(z.read(n).decode(errors="replace") for n in names if n.endswith((".html", ".js", ".json")))
+    assert any(n.endswith("report.html") for n in names)
+    for fig in FIGURES:
+        assert any(n.endswith(f"{fig}.png") for n in names), (fig, names[:20])
+        caption = (REPO / "docs/report" / f"{fig}.rst").read_text().split()[:4]
+        assert " ".join(caption)[:20] in html or caption[0] in html
+
+
 def test_same_target_again_does_nothing(demo):
     workdir, _ = demo
     proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
@@ -209,10 +256,11 @@ def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
 def test_demo_report_in_chromium(demo, tmp_path, capsys):
     """The report this very run made, in headless Chromium: no console error, no request beyond the page,
     every figure decoded, the scoreboard has the six quants, the missing GPU is said, not hidden."""
-    from .test_report_browser import CHROMIUM, render
+    from tests.unit.report.test_page_browser import CHROMEDRIVER, CHROMIUM, render
 
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on PATH (tools/system-deps.sh installs it as root)")
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("no Chromium or chromedriver on PATH (Debian: apt-get install chromium chromium-driver; "
+                    "tools/system-deps.sh installs them as root)")
     workdir, _ = demo
     info, problems, png = render(workdir / "reports/summary.html", tmp_path, "e2e-demo", capsys)
     assert problems == []

@@ -160,3 +160,22 @@ def test_a_finished_shard_is_never_redone_and_a_killed_one_leaves_nothing(runs):
     after = record(sharded, f"{MODEL}/Q2_K_ctx512_kv-f16.json")["result"]
     assert (after["kld_mean"], after["ppl_q"]) == (before["kld_mean"], before["ppl_q"])
 
+
+
+def test_the_chunks_table_numbers_chunks_across_shards_and_the_ranking_is_checked(runs):
+    """chunks.parquet holds every quant's 8 chunks, numbered in the corpus across the two shards (each shard's
+    running table restarts, so the rounding bound restarts too); the ranking after 4 chunks is set beside
+    the ranking over all 8."""
+    from ggufbench.report.paired import ranking_holds
+
+    _, sharded, _ = runs
+    chunks = pd.read_parquet(sharded / "results/tables/chunks.parquet")
+    kld = chunks[chunks["stage"] == "kld"]
+    assert sorted(kld["quant"].unique()) == sorted(QUANTS[1:])
+    for _, g in kld.groupby("quant"):
+        assert sorted(g["chunk"]) == list(range(8))
+        g = g.set_index("chunk")
+        assert g.loc[4, "kld_bound"] == g.loc[0, "kld_bound"] < g.loc[3, "kld_bound"]
+    r = ranking_holds(chunks, 4).iloc[0]
+    assert r["n_chunks"] == 8 and set(r["order_all"].split(" < ")) == set(QUANTS[1:])
+    assert r["order_all"] == "Q8_0 < Q4_K_M < Q2_K" and r["holds"]  # the ladder's gaps are wide here

@@ -30,7 +30,7 @@ TUNE = "results/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.json"
 SERVER = "results/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.json"
 
 TABLE = "results/tables/{name}.parquet"
-TABLES = ("perplexity", "kld", "bench", "tune", "builds")  # what rule aggregate writes; server.parquet apart
+TABLES = ("perplexity", "kld", "bench", "tune", "builds", "chunks")  # what rule aggregate writes; server.parquet apart
 
 
 def path(template: str, **fields) -> str:

@@ -96,3 +96,41 @@ def gguf_metadata(path: str | Path) -> dict:
             "expert_count": field(f"{arch}.expert_count") if arch else None,
             "n_vocab": len(tokens) if tokens is not None else None,
             "n_tensors": n_tensors, "file_type": field("general.file_type")}
+
+
+# Hybrid architectures whose linear-attention layers keep no KV cache: every full_attention_interval-th layer
+# does (llama.cpp src/models/<arch>.cpp: default 4 when the key is absent).
+HYBRID_DEFAULT_INTERVAL = {"qwen35": 4, "qwen35moe": 4, "qwen3next": 4}
+KV_SHAPE_COLUMNS = ("n_layer", "n_layer_kv", "n_head_kv", "n_embd_head_k", "n_embd_head_v", "n_ctx_train")
+
+
+def kv_shape(path: str | Path) -> dict:
+    """What sizes a llama.cpp KV cache, from the metadata: layers (and those that keep a KV cache), KV heads,
+    key/value head sizes, the training context. Per-layer arrays (head_count_kv) count their nonzero layers."""
+    kv = read_kv(path)
+    arch = kv.get("general.architecture", (b"",))[0].decode()
+
+    def get(key: str, default=None):
+        return kv[f"{arch}.{key}"][0] if f"{arch}.{key}" in kv else default
+
+    n_layer = get("block_count")
+    if not arch or n_layer is None:
+        return {"architecture": arch or None}
+    n_head = get("attention.head_count", 0)
+    n_head_kv = get("attention.head_count_kv", n_head)
+    n_embd = get("embedding_length", 0)
+    heads = n_head if isinstance(n_head, int) else max(n_head)
+    head_k = get("attention.key_length", n_embd // heads if heads else None)
+    head_v = get("attention.value_length", head_k)
+    layers = list(range(n_layer))
+    recurrent = get("attention.recurrent_layers")
+    interval = get("full_attention_interval", HYBRID_DEFAULT_INTERVAL.get(arch))
+    if isinstance(recurrent, list):
+        layers = [i for i in layers if not recurrent[i]]
+    elif interval:
+        layers = [i for i in layers if (i + 1) % interval == 0]
+    if isinstance(n_head_kv, list):
+        layers = [i for i in layers if n_head_kv[i]]
+        n_head_kv = max(n_head_kv)
+    return {"architecture": arch, "n_layer": n_layer, "n_layer_kv": len(layers), "n_head_kv": n_head_kv,
+            "n_embd_head_k": head_k, "n_embd_head_v": head_v, "n_ctx_train": get("context_length")}

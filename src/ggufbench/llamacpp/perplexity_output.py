@@ -94,6 +94,7 @@ class PerplexityResult:
     n_seq: int | None = None
     seconds_per_pass: float | None = None
     chunk_ppl: list[float] = field(default_factory=list)
+    chunks: list[dict] = field(default_factory=list)  # per chunk, recovered from the running values
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,8 +106,66 @@ def parse_perplexity(text: str) -> PerplexityResult:
         raise _fail(text, "its 'Final estimate: PPL = X +/- Y' line")
     ppl, unc = float(m.group(1)), float(m.group(2))
     _finite("PPL", ppl, unc)
-    chunks = [float(x) for x in re.findall(rf"\[\d+\]{_NUM}", text)]
-    return PerplexityResult(ppl=ppl, ppl_uncertainty=unc, chunk_ppl=chunks, **_run_info(text))
+    printed = re.findall(rf"\[\d+\]{_NUM}", text)
+    running = [float(x) for x in printed]
+    per = per_chunk(running, [_half_unit(x) for x in printed], "log")
+    chunks = [{"chunk": i, "ln_ppl": v, "ln_ppl_bound": b} for i, (v, b) in enumerate(per)]
+    return PerplexityResult(ppl=ppl, ppl_uncertainty=unc, chunk_ppl=running, chunks=chunks, **_run_info(text))
+
+
+# Per-chunk values ----------------------------------------------------------------------------------------
+# llama-perplexity prints running statistics after each chunk: means over the chunks so far, every chunk
+# scoring the same number of tokens. Chunk k's own value follows from two consecutive running values:
+#   mean:  x_k = k·m_k − (k−1)·m_{k−1};  log (PPL = exp of a mean): the same on ln m;  rms: the same on m².
+# Exact but for the printed digits: with m printed to ±u, |error(x_k)| <= (2k−1)·u (u scaled by the
+# derivative for log and rms); the bound is kept beside each value.
+
+
+def _half_unit(printed: str) -> float:
+    """Half a unit of the last printed digit: 0.42677 -> 5e-6."""
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return 0.5 * 10.0 ** -decimals
+
+
+def per_chunk(running: list[float], half_units: list[float], kind: str) -> list[tuple[float, float]]:
+    """(value, rounding bound) of every chunk from the running values (kind: mean, log, rms)."""
+    out = []
+    prev = 0.0
+    for k, (m, u) in enumerate(zip(running, half_units, strict=True), start=1):
+        if kind == "log":
+            cur, du = math.log(m), u / m
+        elif kind == "rms":
+            cur, du = m * m, 2 * m * u
+        else:
+            cur, du = m, u
+        total = k * cur
+        x, bound = total - prev, (2 * k - 1) * du
+        prev = total
+        if kind == "rms":  # from the mean square back to an RMS (the bound through the derivative)
+            r = math.sqrt(max(x, 0.0))
+            x, bound = r, (bound / (2 * r) if r > 0 else math.sqrt(bound))
+        out.append((x, bound))
+    return out
+
+
+# The KLD-mode chunk table: statistic -> how its running value recovers per chunk
+_CHUNK_COLUMNS = (("ln_ppl_q", "log"), ("ln_ppl_ratio", "mean"), ("kld", "mean"), ("rms_dp_pct", "rms"),
+                  ("same_top_p_pct", "mean"))
+_CHUNK_ROW = re.compile(rf"^\s*(\d+)\s+{_NUM}{_PM}{_NUM}\s+{_NUM}{_PM}{_NUM}\s+{_NUM}{_PM}{_NUM}\s+"
+                        rf"{_NUM}{_PM}{_NUM}\s*%\s+{_NUM}{_PM}{_NUM}\s*%", re.M)
+
+
+def kld_chunks(text: str) -> list[dict]:
+    """Per-chunk values of a KLD-mode run, from its table of running statistics (chunk, PPL, ln ratio, KLD,
+    Δp RMS, same top p; each after chunk k)."""
+    rows = _CHUNK_ROW.findall(text)
+    out = [{"chunk": i} for i in range(len(rows))]
+    for col, (name, kind) in enumerate(_CHUNK_COLUMNS):
+        printed = [r[1 + 2 * col] for r in rows]
+        values = per_chunk([float(x) for x in printed], [_half_unit(x) for x in printed], kind)
+        for entry, (v, b) in zip(out, values, strict=True):
+            entry[name], entry[f"{name}_bound"] = v, b
+    return out
 
 
 # KLD mode ---------------------------------------------------------------------------------------------
@@ -154,6 +213,7 @@ class KldResult:
     n_batch: int | None = None
     n_seq: int | None = None
     seconds_per_pass: float | None = None
+    chunks: list[dict] = field(default_factory=list)  # per chunk (kld_chunks), for paired comparisons
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,6 +221,7 @@ class KldResult:
     def flat(self) -> dict:
         """One flat row for a table: percentiles become kld_<p> and dp_<p>_pct columns."""
         d = asdict(self)
+        d.pop("chunks")
         for k, v in d.pop("kld_percentiles").items():
             d[f"kld_{k}"] = v
         for k, v in d.pop("dp_percentiles_pct").items():
@@ -210,7 +271,7 @@ def parse_kld(text: str) -> KldResult:
         out[stem], out[f"{stem}_uncertainty"] = float(m.group(1)), float(m.group(2))
 
     _finite("KLD statistic", out["kld_mean"], out["ppl_q"], out["ppl_base"], out["same_top_p_pct"])
-    return KldResult(**out, **_run_info(text))
+    return KldResult(**out, **_run_info(text), chunks=kld_chunks(text))
 
 
 def _percentiles(block: str, what: str, unit: str) -> dict[str, float]:

@@ -24,7 +24,7 @@ from .figures import with_strategy
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
                  "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
 # Model architecture columns that, where the tables carry them, allow a KV-cache estimate (GGUF metadata).
-ARCH_COLUMNS = ("n_layer", "n_head_kv", "n_embd_head_k", "n_embd_head_v")
+ARCH_COLUMNS = ("n_layer_kv", "n_head_kv", "n_embd_head_k", "n_embd_head_v")
 # The offload keys of a setting, as a bench strategy spells them (config bench.strategies).
 SPEC_KEYS = ("n_gpu_layers", "override_tensor", "n_cpu_moe", "fit_target", "batch", "ubatch")
 
@@ -47,18 +47,19 @@ def budgets_from_config(config: dict) -> list[tuple[str, float]]:
 
 
 def kv_cache_bytes(row, ctx: int, type_k: str, type_v: str) -> float | None:
-    """llama.cpp's KV cache for ctx tokens: n_layer × ctx × n_head_kv × (head_k·bytes(K) + head_v·bytes(V)),
-    from GGUF metadata columns where the tables carry them (None otherwise, or for an unknown type)."""
+    """llama.cpp's KV cache for ctx tokens: n_layer_kv × ctx × n_head_kv × (head_k·bytes(K) + head_v·bytes(V)),
+    from the GGUF metadata columns every row carries (n_layer_kv: the layers that keep a KV cache, e.g. every
+    4th of Qwen3.5's); None where a table lacks them (older runs) or for an unknown type."""
     try:
-        n_layer, n_head_kv, hk, hv = (float(row[c]) for c in ARCH_COLUMNS)
+        n_layer_kv, n_head_kv, hk, hv = (float(row[c]) for c in ARCH_COLUMNS)
     except (KeyError, TypeError, ValueError):
         return None
-    if any(math.isnan(v) for v in (n_layer, n_head_kv, hk, hv)):
+    if any(math.isnan(v) for v in (n_layer_kv, n_head_kv, hk, hv)):
         return None
     bk, bv = KV_TYPE_BYTES.get(type_k), KV_TYPE_BYTES.get(type_v)
     if bk is None or bv is None:
         return None
-    return n_layer * ctx * n_head_kv * (hk * bk + hv * bv)
+    return n_layer_kv * ctx * n_head_kv * (hk * bk + hv * bv)
 
 
 def baseline(config: dict, model: str) -> str | None:

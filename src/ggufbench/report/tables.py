@@ -5,6 +5,7 @@ Tables (results/tables/):
   kld.parquet         one row per build x model x quant (every KLD-mode statistic)
   bench.parquet       one row per llama-bench test (every llama-bench field by name) + VRAM columns
   builds.parquet      one row per llama.cpp build (source identity, flags, toolchain)
+  chunks.parquet      one row per PPL/KLD run x chunk of the corpus (each statistic of that chunk alone)
 Columns are documented in docs/tables.md.
 """
 
@@ -68,7 +69,35 @@ def perplexity_rows(records: list[dict]) -> pd.DataFrame:
 
 
 def kld_rows(records: list[dict]) -> pd.DataFrame:
-    return _order(pd.DataFrame([_flat(r, r["result"]) for r in records]))
+    return _order(pd.DataFrame([_flat(r, {k: v for k, v in r["result"].items() if k != "chunks"})
+                                for r in records]))
+
+
+CHUNK_KEYS = ("build", "model", "quant", "ctx", "kv")
+
+
+def chunks_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per run and chunk: the chunk's own statistics (recovered from llama-perplexity's running
+    values, each with its rounding bound) for paired comparisons; runs that answer the same cell twice (a PPL
+    run and a KLD run) each keep their rows, told apart by stage."""
+    rows, seen = [], set()
+    for r in records:
+        prov, params = r["provenance"], r["params"]
+        key = (r["stage"], *(prov.get(k, params.get(k)) for k in CHUNK_KEYS))
+        if key in seen or not r["result"].get("chunks"):
+            continue
+        seen.add(key)
+        ctx = int(params["ctx"])
+        base = {"stage": r["stage"], "build": prov["build"], "model": prov["model"], "quant": prov["quant"],
+                "ctx": ctx, "kv": params.get("kv"), "file_sha256": prov.get("file_sha256"),
+                "baseline_sha256": prov.get("baseline_sha256"), "corpus_sha256": prov.get("corpus_sha256"),
+                "n_tokens_scored": ctx - 1 - ctx // 2}
+        for c in r["result"]["chunks"]:
+            c = dict(c)
+            if "ln_ppl" in c:  # PPL mode: the same statistic as KLD mode's ln PPL(Q)
+                c["ln_ppl_q"], c["ln_ppl_q_bound"] = c.pop("ln_ppl"), c.pop("ln_ppl_bound")
+            rows.append({**base, **c})
+    return pd.DataFrame(rows)
 
 
 def bench_rows(records: list[dict]) -> pd.DataFrame:
@@ -177,6 +206,8 @@ def record_tables(records: dict[str, list]) -> dict[str, pd.DataFrame]:
 
 def write_tables(perplexity, kld, bench, builds, out: dict, tune=()) -> None:
     tables = record_tables({"perplexity": perplexity, "kld": kld, "bench": bench, "tune": tune, "builds": builds})
+    if "chunks" in out:
+        tables["chunks"] = chunks_rows([read_json(p) for p in dict.fromkeys([*perplexity, *kld])])
     for name, df in tables.items():
         _write_parquet(df, out[name])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.errors import ToolFailed
 from ..core.io import read_json, sha256_file, write_json
-from ..llamacpp.gguf import check_gguf
+from ..llamacpp.gguf import KV_SHAPE_COLUMNS, check_gguf, kv_shape
 
 
 def file_record(path: Path, root: Path) -> dict:
@@ -41,7 +41,17 @@ def model_path(manifest: str | Path) -> Path:
 def model_provenance(manifest: str | Path) -> dict:
     data = load_manifest(manifest)
     files = sorted(data["files"], key=lambda f: f["path"])  # the order model_path gives llama.cpp
+    origin = data.get("origin") or {}
     return {"model": data["model"], "quant": data["quant"], "file": Path(files[0]["path"]).name,
             "file_sha256": ",".join(f["sha256"] for f in files),
             "file_size_bytes": sum(f["size"] for f in files), "n_files": len(files),
-            "origin": data.get("origin", {}).get("kind")}
+            "origin": origin.get("kind"), "origin_repo": origin.get("repo"),  # hub quants: repo and commit
+            "origin_revision": origin.get("commit") or origin.get("revision"), **_kv_columns(manifest)}
+
+
+def _kv_columns(manifest: str | Path) -> dict:
+    """The GGUF's KV-cache shape (n_layer, n_layer_kv, n_head_kv, n_embd_head_k/v, n_ctx_train): with these a
+    row's KV cache at any context can be estimated where VRAM was not measured (report.recommend)."""
+    path = model_path(manifest)
+    shape = kv_shape(path) if path.is_file() else {}  # a record about a file no longer there keeps its other facts
+    return {k: shape.get(k) for k in KV_SHAPE_COLUMNS}

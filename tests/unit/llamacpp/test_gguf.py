@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import struct
+import subprocess
 
 import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from ggufbench.core.errors import ConfigError, ToolFailed
-from ggufbench.llamacpp.gguf import check_gguf, gguf_metadata, read_kv
+from ggufbench.llamacpp.gguf import check_gguf, gguf_metadata, kv_shape, read_kv
+from ggufbench.report.recommend import kv_cache_bytes
+from ggufbench.sources import synth
 from tests.support.hubserver import tiny_gguf
 
 TOKENS = ["<s>", "</s>", "Hello", " world", "Ünï", "你好"]
@@ -81,3 +86,30 @@ def test_not_a_gguf_or_another_version(tmp_path):
     check_gguf(v1)  # the magic is right
     with pytest.raises(ConfigError, match="GGUF version 1, expected 2 or 3"):
         read_kv(v1)
+
+
+# llama.cpp's own account of the cache it allocated (the last one: a fit pass before it allocates nothing)
+KV_SIZE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB \(\s*(\d+) cells,\s+(\d+) layers")
+
+
+@pytest.mark.parametrize(("arch", "vocab", "kv_layers"), [("qwen3moe", "ggml-vocab-qwen2.gguf", 4),
+                                                          ("qwen35moe", "ggml-vocab-qwen35.gguf", 1)])
+@pytest.mark.parametrize("kv", ["f16", "q8_0"])
+def test_kv_shape_sizes_the_cache_llama_cpp_allocates(arch, vocab, kv_layers, kv, llama_bin, llama_src, tmp_path):
+    """The estimate from kv_shape equals the KV buffer the real llama.cpp allocates (its own log line), for a
+    plain MoE and for Qwen3.5's hybrid layout, where only every 4th layer keeps a KV cache."""
+    path = tmp_path / f"{arch}.gguf"
+    synth.write_synthetic_moe(path, llama_src / "models" / vocab,
+                              params=dataclasses.replace(synth.PRESETS["tiny"], arch=arch, head_dim=32), seed=0)
+    shape = kv_shape(path)
+    assert (shape["architecture"], shape["n_layer"], shape["n_layer_kv"]) == (arch, 4, kv_layers)
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 1000)
+    ctx = 1024
+    out = subprocess.run([str(llama_bin / "llama-perplexity"), "-m", str(path), "-f", str(text), "-c", str(ctx),
+                          "-b", str(ctx), "--chunks", "1", "-t", "1", "-ctk", kv, "-ctv", kv, "-fa", "on", "-v"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    mib, cells, layers = KV_SIZE.findall(out.stdout + out.stderr)[-1]
+    assert (int(cells), int(layers)) == (ctx, kv_layers)
+    assert kv_cache_bytes(shape, ctx, kv, kv) / 2**20 == pytest.approx(float(mib), abs=0.006)  # printed %.2f

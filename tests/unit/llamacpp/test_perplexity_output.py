@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -225,3 +226,28 @@ def test_parse_kld_missing_statistic(capture):
     lines = [ln for ln in text.splitlines() if not ln.startswith("Same top p")]
     with pytest.raises(ToolFailed, match="Same top p"):
         parse_kld("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name", ["kld_q2_k.txt", "kld_q8_0.txt"])
+def test_per_chunk_values_reproduce_the_printed_means_within_their_rounding(capture, name):
+    """Chunk k's own value from two consecutive running values: the first chunk's is the first row as printed,
+    the mean over chunks is the final running value, and each value's bound grows with k."""
+    text = capture(name)
+    r = parse_kld(text)
+    assert len(r.chunks) == r.n_chunks == 12 and [c["chunk"] for c in r.chunks] == list(range(12))
+    first = next(ln for ln in text.splitlines() if ln.strip().startswith("1 "))
+    assert f"{r.chunks[0]['kld']:.5f}" in first and f"{r.chunks[0]['same_top_p_pct']:.3f}" in first
+    for stat, final in (("kld", r.kld_mean), ("ln_ppl_ratio", r.ln_ppl_ratio), ("same_top_p_pct", r.same_top_p_pct)):
+        mean = sum(c[stat] for c in r.chunks) / 12
+        assert abs(mean - final) <= r.chunks[-1][f"{stat}_bound"], stat
+    assert math.exp(sum(c["ln_ppl_q"] for c in r.chunks) / 12) == pytest.approx(r.ppl_q, rel=1e-5)
+    rms = math.sqrt(sum(c["rms_dp_pct"] ** 2 for c in r.chunks) / 12)
+    assert rms == pytest.approx(r.rms_dp_pct, abs=1e-3)
+    assert r.chunks[0]["kld_bound"] == 5e-6 and r.chunks[11]["kld_bound"] == pytest.approx(23 * 5e-6)
+    assert "chunks" not in r.flat()  # the tables keep one row per run; chunks.parquet has the chunks
+
+
+def test_per_chunk_ppl_of_a_ppl_run(capture):
+    r = parse_perplexity(capture("ppl_q8_0_kv-f16.txt"))
+    assert len(r.chunks) == 12 and r.chunks[0]["ln_ppl"] == pytest.approx(math.log(18.8783))
+    assert math.exp(sum(c["ln_ppl"] for c in r.chunks) / 12) == pytest.approx(r.ppl, rel=1e-5)

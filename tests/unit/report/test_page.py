@@ -97,3 +97,21 @@ def test_a_setting_that_does_not_fit_is_a_row_of_its_own_in_the_speed_table():
     measured = bench[bench["status"] == "measured"]
     assert (measured["vram_peak_delta_mib"] < 16384).all()
     assert sorted(measured["setting_n_cpu_moe"].dropna().unique()) == [16, 24, 32]
+
+
+def test_the_paired_section_on_real_kld_runs(capture):
+    """Q8_0 and Q2_K of SmolLM2-135M on the same 12 chunks (real llama-perplexity output): one neighbouring pair,
+    resolved, with its paired ± beside the quadrature of the printed ±."""
+    from ggufbench.llamacpp.perplexity_output import parse_kld
+
+    chunks, rows = [], []
+    for name, quant in (("kld_q8_0.txt", "Q8_0"), ("kld_q2_k.txt", "Q2_K")):
+        r = parse_kld(capture(name))
+        key = {"build": "cpu", "model": "smollm2-135m", "ctx": 512, "kv": "f16", "quant": quant}
+        chunks += [{"stage": "kld", **key, **c} for c in r.chunks]
+        rows.append({**key, **r.flat()})
+    html = R.paired_section({"chunks": pd.DataFrame(chunks), "kld": pd.DataFrame(rows)})
+    assert 'id="paired-quant"' in html and "<td>Q8_0</td><td>Q2_K</td>" in html and "Q8_0 better" in html
+    assert "−0.41223" in html or "-0.41223" in html
+    empty = R.paired_section({"chunks": pd.DataFrame(), "kld": pd.DataFrame(rows)})
+    assert "No per-chunk KLD results in this run" in empty

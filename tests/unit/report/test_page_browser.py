@@ -1,25 +1,47 @@
-"""reports/summary.html in a real headless Chromium (Debian's `chromium` package): it loads from file:// with no
-console error, no exception and no request beyond the file itself, every image renders, the tables are there;
-a full-page screenshot is kept (path printed; also copied to reports/browser-test/)."""
+"""reports/summary.html in a real headless Chromium (Debian's `chromium`), driven by Selenium through Debian's
+`chromium-driver`: it loads from file:// with no console error, no exception and no request beyond the file
+itself, every image renders, the tables are there; a full-page screenshot is kept (path printed; also copied to
+reports/browser-test/). Both binaries are the system's: Selenium Manager never runs, nothing is downloaded."""
 
 from __future__ import annotations
 
-import base64
 import json
+import os
 import shutil
+from pathlib import Path
+from unittest import mock
 
 import pytest
+from selenium import webdriver
 
-from tests.support.cdp import Browser, find_chromium
 from tests.support.report_pages import REPO, build_report, config_for
 
-CHROMIUM = find_chromium()
+
+def _find(env: str, *names: str) -> str | None:
+    """$env if set (a path or a name on PATH), else the first of names on PATH."""
+    given = os.environ.get(env)
+    if given:
+        return given if Path(given).is_file() else shutil.which(given)
+    return next((p for p in map(shutil.which, names) if p), None)
+
+
+# Debian's packages install /usr/bin/chromium and /usr/bin/chromedriver (which must match the browser's version)
+CHROMIUM = _find("CHROMIUM", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+CHROMEDRIVER = _find("CHROMEDRIVER", "chromedriver")
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium; or set $CHROMIUM): the "
-    "browser test needs a real browser; CI installs it in .ci/run")
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason=f"no {'Chromium' if CHROMIUM is None else 'chromedriver'} on PATH (Debian: apt-get install chromium "
+    "chromium-driver; or set $CHROMIUM / $CHROMEDRIVER): the browser test needs a real browser and its driver; "
+    "tools/system-deps.sh installs both as root")
+
+# Quiet, offline, reproducible (chromedriver adds --no-first-run, --disable-background-networking and the like).
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-component-update", "--disable-extensions",
+         "--no-default-browser-check", "--mute-audio", "--hide-scrollbars", "--force-device-scale-factor=1",
+         "--window-size=1280,900"]
+VIEWPORT = (1280, 900)
 
 
-CHECK_PAGE = """(() => {
+CHECK_PAGE = """return (() => {
   const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete, w: i.naturalWidth,
                                                h: i.naturalHeight, src: i.src.slice(0, 22)}));
   const tables = [...document.querySelectorAll('table')].map(t => ({id: t.id, rows: t.tBodies[0]
@@ -27,6 +49,7 @@ CHECK_PAGE = """(() => {
   const sections = [...document.querySelectorAll('section > h2')].map(h => h.textContent);
   return JSON.stringify({title: document.title, imgs, tables, sections,
                          empty: [...document.querySelectorAll('.empty')].map(e => e.textContent),
+                         resources: performance.getEntriesByType('resource').map(r => r.name),
                          width: document.documentElement.scrollWidth,
                          height: document.documentElement.scrollHeight});
 })()"""
@@ -36,70 +59,82 @@ BUDGETS = {"cpu-demo": {"vram_budgets_gib": []},
            "h200-demo": {"vram_budgets_gib": [0.8, 1.0], "target_gpu": {"name": "RTX 5080", "vram_gib": 16}}}
 
 
-def _problems(events: list[dict], page_url: str) -> list[str]:
-    out = []
-    for ev in events:
-        m, p = ev.get("method"), ev.get("params", {})
-        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            out.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description")))
-                                                                 for a in p.get("args", [])))
-        elif m == "Runtime.exceptionThrown":
-            out.append("exception: " + json.dumps(p.get("exceptionDetails", {}))[:500])
-        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-            out.append(f"log error ({p['entry'].get('source')}): {p['entry'].get('text')} {p['entry'].get('url', '')}")
-        elif m == "Network.requestWillBeSent":
+def _problems(console: list[dict], performance: list[dict], resources: list[str], page_url: str) -> list[str]:
+    """What a reader's browser would complain about, or fetch: console errors and failed console.assert
+    (level SEVERE), uncaught exceptions, failed loads; any request other than the page itself and data: URIs,
+    seen both in the DevTools network events of the performance log and in the page's resource timing."""
+    out = [f"console {e.get('source')} {e['level']}: {e.get('message')}" for e in console
+           if e.get("level") == "SEVERE"]
+    started, ours = False, set()  # the browser's start page (a new-tab page) comes before ours: not counted
+    for entry in performance:
+        msg = json.loads(entry["message"])["message"]
+        m, p = msg.get("method"), msg.get("params", {})
+        if m == "Network.requestWillBeSent":
             url = p.get("request", {}).get("url", "")
-            if url != page_url and not url.startswith("data:"):
-                out.append(f"request beyond the page (not self-contained): {url}")
-        elif m == "Network.loadingFailed":
+            started = started or url == page_url
+            if started:
+                ours.add(p.get("requestId"))
+                if url != page_url and not url.startswith("data:"):
+                    out.append(f"request beyond the page (not self-contained): {url}")
+        elif m == "Network.loadingFailed" and p.get("requestId") in ours:
             out.append(f"loading failed: {p.get('errorText')}")
+    if not started:
+        out.append(f"no request for the page itself in the performance log: {page_url}")
+    out += [f"resource fetched by the page (not self-contained): {r}" for r in resources
+            if not r.startswith("data:")]
     return out
 
 
 def render(page, tmp_path, name: str, capsys) -> tuple[dict, list[str], object]:
     """Load page in headless Chromium: (what the page holds, the problems seen, the screenshot's path)."""
     url = page.resolve().as_uri()
-    browser = Browser(CHROMIUM, tmp_path / "profile", tmp_path / "chromium.log")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    with mock.patch.dict(os.environ, {"SE_OFFLINE": "true"}):  # the driver is given: no Selenium Manager, offline
+        driver = webdriver.Chrome(options=options, service=service)
+    console: list[dict] = []
+    performance: list[dict] = []
     try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.send(f"{domain}.enable", session=session)
-        browser.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1,
-                                                            "mobile": False}, session=session)
-        events: list[dict] = []
-        nav = browser.send("Page.navigate", {"url": url}, session=session)
-        assert not nav.get("errorText"), nav
-        browser.wait_event("Page.loadEventFired", timeout=60, seen=events)
-        browser.drain(events)
-        info = json.loads(browser.send("Runtime.evaluate", {"expression": CHECK_PAGE, "returnByValue": True},
-                                       session=session)["result"]["value"])
-        # a full-page screenshot: the viewport grown to the page's height (capped: very long pages are cut)
+        driver.set_page_load_timeout(60)
+        # the viewport exactly VIEWPORT: the window less what headless Chromium keeps for its own frame
+        frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+        driver.set_window_size(VIEWPORT[0], VIEWPORT[1] + frame)
+        assert driver.execute_script("return [window.innerWidth, window.innerHeight]") == list(VIEWPORT)
+        driver.get(url)  # returns at the load event
+        info = json.loads(driver.execute_script(CHECK_PAGE))
+        console += driver.get_log("browser")
+        performance += driver.get_log("performance")
+        # a full-page screenshot: the window grown to the page's height (capped: very long pages are cut)
         height = min(int(info["height"]), 16000)
-        browser.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": height, "deviceScaleFactor": 1,
-                                                            "mobile": False}, session=session)
-        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                            session=session, timeout=60)
-        browser.drain(events)
+        driver.set_window_size(VIEWPORT[0], height + frame)
+        shot = driver.get_screenshot_as_png()
+        console += driver.get_log("browser")
+        performance += driver.get_log("performance")
     finally:
-        browser.close()
+        driver.quit()
 
     png = tmp_path / f"summary-{name}.png"
-    png.write_bytes(base64.b64decode(shot["data"]))
+    png.write_bytes(shot)
     keep = REPO / "reports" / "browser-test"
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(png, keep / png.name)
     with capsys.disabled():
         print(f"\n[report browser test] screenshot: {png} (copy: {keep / png.name})")
-    return info, _problems(events, url), png
+    return info, _problems(console, performance, info["resources"], url), png
 
 
 @pytest.mark.parametrize("run", ["cpu-demo", "h200-demo"])
 def test_report_renders_in_chromium(run, tmp_path, capsys):
     page = build_report(run, tmp_path / "reports", config_for(run, **BUDGETS[run]))
     info, problems, png = render(page, tmp_path, run, capsys)
-    assert problems == [], (tmp_path / "chromium.log").read_text(errors="replace")[-3000:]
+    seen = "\n  ".join(problems)
+    assert problems == [], f"in Chromium:\n  {seen}\n(chromedriver's log: {tmp_path / 'chromedriver.log'})"
     assert png.stat().st_size > 50_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert info["title"].strip(), "the page has no <title>"
 
     # every image decoded and drawn: embedded PNGs, none broken
     assert len(info["imgs"]) == 7
@@ -115,6 +150,7 @@ def test_report_renders_in_chromium(run, tmp_path, capsys):
         assert ids.get(tid, 0) > 0, (tid, sorted(ids))
     assert ids[f"scoreboard-{first}-smollm2-135m"] == 6
     assert info["sections"] == ["Recommendations per VRAM budget", "Scoreboard: quality per quant",
+                                "Is A better than B? Paired on the same chunks",
                                 "KV-cache matrix: PPL by KV type and context", "Speed and VRAM (llama-bench)",
                                 "Offload tuner", "llama.cpp builds compared", "Figures", "Provenance"]
     assert info["width"] <= 1280, "the page scrolls sideways at 1280 px"
@@ -124,4 +160,5 @@ def test_report_renders_in_chromium(run, tmp_path, capsys):
     else:
         assert ids["recommendations-smollm2-135m"] == 3
         assert ids["compare-bench-cuda-fa-default"] == 12
-        assert not info["empty"], info["empty"]
+        # every section has its results, but the paired one: the stored H200 run predates chunks.parquet
+        assert [e for e in info["empty"] if not e.startswith("No per-chunk KLD results")] == [], info["empty"]

@@ -53,7 +53,7 @@ def test_candidates_memory_basis():
 
 def test_kv_cache_estimate():
     # SmolLM2-135M's GGUF metadata: 30 layers, 3 KV heads, head size 64 (K and V)
-    arch = {"n_layer": 30, "n_head_kv": 3, "n_embd_head_k": 64, "n_embd_head_v": 64}
+    arch = {"n_layer_kv": 30, "n_head_kv": 3, "n_embd_head_k": 64, "n_embd_head_v": 64}
     assert REC.kv_cache_bytes(arch, 512, "f16", "f16") == 30 * 512 * 3 * (64 * 2 + 64 * 2)
     assert REC.kv_cache_bytes(arch, 512, "q8_0", "q8_0") == pytest.approx(30 * 512 * 3 * 128 * 34 / 32)
     assert REC.kv_cache_bytes({}, 512, "f16", "f16") is None

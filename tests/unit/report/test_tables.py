@@ -1,11 +1,15 @@
-"""report.tables: KV deltas against the f16 cell of the same quant and context."""
+"""report.tables: KV deltas against the f16 cell of the same quant and context; the tables as docs/tables.md
+queries them."""
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 import pytest
 
 from ggufbench.report.tables import add_kv_deltas
+from tests.support import DATA, REPO
 
 
 def ppl_frame(rows):
@@ -28,3 +32,33 @@ def test_kv_deltas():
 def test_kv_delta_without_f16_cell_is_nan():
     df = add_kv_deltas(ppl_frame([("cpu", "m", "Q2_K", 512, "q8_0", 16.9296, 0.81159)]))
     assert df["dppl_vs_f16_kv"].isna().all()
+
+
+def test_the_duckdb_queries_of_docs_tables_md_run_on_real_tables():
+    """docs/tables.md's SQL, as written, on the demo's stored tables (results/tables/ -> tests/data/report/)."""
+    duckdb = pytest.importorskip("duckdb", reason="pip install duckdb (in the test extras)")
+    queries = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "tables.md").read_text(), re.S)
+    assert len(queries) == 2
+    stored = str(DATA / "report" / "cpu-demo") + "/"
+    ladder, fastest = (duckdb.sql(q.replace("results/tables/", stored)).df() for q in queries)
+    f16 = ladder[ladder["kv"] == "f16"]
+    assert list(f16["quant"]) == ["Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]  # the ladder, best first
+    assert f16["kld"].is_monotonic_increasing and ladder["same_top_p"].between(50, 100).all()
+    assert len(fastest) == 5 and fastest["tok_s"].is_monotonic_decreasing
+    assert fastest["test"].str.startswith("tg").all() and fastest["vram_peak_used_mib"].isna().all()  # CPU run
+
+
+def test_chunks_rows_of_real_runs(capture):
+    """One row per run and chunk from real records' results (a KLD run and a PPL run of one cell keep both)."""
+    from ggufbench.llamacpp.perplexity_output import parse_kld, parse_perplexity
+    from ggufbench.report.tables import chunks_rows
+
+    prov = {"build": "cpu", "model": "smollm2", "quant": "Q8_0", "file_sha256": "a", "corpus_sha256": "c"}
+    kld = {"stage": "kld", "provenance": {**prov, "baseline_sha256": "b"}, "params": {"ctx": 512, "kv": "f16"},
+           "result": parse_kld(capture("kld_q8_0.txt")).to_dict()}
+    ppl = {"stage": "perplexity", "provenance": prov, "params": {"ctx": 512, "kv": "f16"},
+           "result": parse_perplexity(capture("ppl_q8_0_kv-f16.txt")).to_dict()}
+    df = chunks_rows([kld, ppl, kld])  # a record listed twice counts once
+    assert df.groupby("stage").size().to_dict() == {"kld": 12, "perplexity": 12}
+    assert (df["n_tokens_scored"] == 255).all() and df["ln_ppl_q"].notna().all()
+    assert df[df["stage"] == "perplexity"]["kld"].isna().all()

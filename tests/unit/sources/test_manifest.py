@@ -40,14 +40,18 @@ def test_written_manifest_records_each_file(split_quant):
 
 def test_model_path_is_the_first_shard_and_provenance_sums(split_quant):
     manifest, files = split_quant
-    write_manifest(manifest, "qwen", "Q8_0", list(reversed(files)), {"kind": "hub"})
-    assert model_path(manifest) == files[0]  # sorted: the listed order does not matter
-    write_manifest(manifest, "qwen", "Q8_0", files, {"kind": "hub"})
+    origin = {"kind": "hub", "repo": "unsloth/Qwen3.5-35B-A3B-GGUF", "revision": "main", "commit": "c" * 40}
+    write_manifest(manifest, "qwen", "Q8_0", files, origin)
+    assert model_path(manifest) == files[0]
+    write_manifest(manifest, "qwen", "Q8_0", list(reversed(files)), origin)  # provenance names the same first file
     prov = model_provenance(manifest)
-    shas = [f["sha256"] for f in load_manifest(manifest)["files"]]
+    shas = [f["sha256"] for f in sorted(load_manifest(manifest)["files"], key=lambda f: f["path"])]
     assert prov == {"model": "qwen", "quant": "Q8_0", "file": "m-Q8_0-00001-of-00002.gguf",
                     "file_sha256": ",".join(shas), "file_size_bytes": sum(f.stat().st_size for f in files),
-                    "n_files": 2, "origin": "hub"}
+                    "n_files": 2, "origin": "hub", "origin_repo": origin["repo"], "origin_revision": "c" * 40,
+                    # and the KV-cache shape: this tiny GGUF names no architecture
+                    **dict.fromkeys(("n_layer", "n_layer_kv", "n_head_kv", "n_embd_head_k", "n_embd_head_v",
+                                     "n_ctx_train"))}
 
 
 def test_a_non_gguf_is_refused_before_anything_is_written(tmp_path):

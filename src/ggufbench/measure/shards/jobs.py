@@ -171,6 +171,12 @@ def _params(recs: list[dict], plan: dict, kv: str, chunks) -> dict:
             **{key: p[key] for key in ("n_gpu_layers", "flash_attn") if key in p}}
 
 
+def _chunks_in_corpus(results: list[dict], recs: list[dict]) -> list[dict]:
+    """Every shard's per-chunk values (each shard's table restarts at its first chunk), numbered in the corpus."""
+    return [{**c, "chunk": r["chunks"][0] + c["chunk"]} for res, r in zip(results, recs, strict=True)
+            for c in res.get("chunks", [])]
+
+
 def _run_shape(result: dict) -> dict:
     """How llama-perplexity ran (the same in every shard): n_ctx, n_batch, n_seq, seconds per pass."""
     return {key: result.get(key) for key in ("n_ctx", "n_batch", "n_seq", "seconds_per_pass")}
@@ -188,7 +194,8 @@ def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks
     result = combine_kld(parts)
     result.update(n_chunks=sum(r["result"]["n_chunk"] for r in recs), **_run_shape(runs[0]["result"]),
                   tokens_differing=sum(r["result"]["tokens_differing"] for r in recs),
-                  shard_kld_mean=[x["result"]["kld_mean"] for x in runs])
+                  shard_kld_mean=[x["result"]["kld_mean"] for x in runs],
+                  chunks=_chunks_in_corpus([x["result"] for x in runs], recs))
     base = recs[0]["result"]["base"]
     prov = dict(runs[0]["provenance"])
     prov.update(baseline_quant=base["provenance"]["quant"], baseline_sha256=base["provenance"]["file_sha256"],
@@ -209,6 +216,7 @@ def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
                                for b, r in zip(bases, recs, strict=True)])
     result = {"ppl": ppl, "ppl_uncertainty": unc, "n_chunks": sum(r["result"]["n_chunk"] for r in recs),
               **_run_shape(bases[0]["result"]), "chunk_ppl": [], "shard_ppl": [b["result"]["ppl"] for b in bases],
+              "chunks": _chunks_in_corpus([b["result"] for b in bases], recs),
               "logits_bytes_forecast": max(r["result"]["logits_bytes_forecast"] for r in recs),
               "logits_bytes_written": max(r["result"]["logits_bytes_written"] for r in recs),
               "unsharded_logits_bytes": plan["unsharded_logits_bytes"],
