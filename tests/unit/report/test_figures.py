@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import re
 
-import pandas as pd
 import pytest
 
 from ggufbench.report import figures as F
-from tests.support.report_pages import REPO, build_report, config_for, table_paths
-
-
-def tables(run: str) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_parquet(p) for p in table_paths(run)}
-
-
-@pytest.fixture(scope="module")
-def cpu_page(tmp_path_factory):
-    """The CPU demo's page as if no VRAM budget were configured (the tables were made before the demo had any)."""
-    out = tmp_path_factory.mktemp("cpu")
-    return build_report("cpu-demo", out, config_for("cpu-demo", vram_budgets_gib=[])).read_text(encoding="utf-8"), out
+from tests.support.report_pages import REPO, stored_tables
 
 
 def test_figures_rule_outputs_are_the_figures_module_makes():
@@ -46,7 +34,7 @@ def test_every_figure_is_made_and_embedded(cpu_page):
 
 
 def test_pareto_front_on_the_measured_ladder():
-    k = F.scoreboard_kld(tables("cpu-demo")["kld"])
+    k = F.scoreboard_kld(stored_tables("cpu-demo")["kld"])
     front = F.pareto_front(k["file_size_bytes"], k["kld_mean"])
     # on this ladder every quant is on the frontier: each bigger file has a lower mean KLD
     assert front.all() and len(k) == 5
@@ -55,9 +43,9 @@ def test_pareto_front_on_the_measured_ladder():
 
 
 def test_offload_strategy_from_llama_bench_fields():
-    cpu = F.with_strategy(tables("cpu-demo")["bench"])
+    cpu = F.with_strategy(stored_tables("cpu-demo")["bench"])
     assert set(cpu["strategy_label"]) == {"CPU only"}
-    gpu = F.with_strategy(tables("h200-demo")["bench"])
+    gpu = F.with_strategy(stored_tables("h200-demo")["bench"])
     assert set(gpu["strategy_label"]) == {"-ngl 99"}
     row = gpu.iloc[0].to_dict() | {"n_cpu_moe": 20}
     assert F.offload_strategy(row) == ("n-cpu-moe", "-ngl 99 -ncmoe 20")

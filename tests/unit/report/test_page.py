@@ -6,22 +6,10 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-import pytest
 
 from ggufbench.report import figures as F
 from ggufbench.report import page as R
-from tests.support.report_pages import REPO, RUNS, build_report, config_for, table_paths
-
-
-def tables(run: str) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_parquet(p) for p in table_paths(run)}
-
-
-@pytest.fixture(scope="module")
-def cpu_page(tmp_path_factory):
-    """The CPU demo's page as if no VRAM budget were configured (the tables were made before the demo had any)."""
-    out = tmp_path_factory.mktemp("cpu")
-    return build_report("cpu-demo", out, config_for("cpu-demo", vram_budgets_gib=[])).read_text(encoding="utf-8"), out
+from tests.support.report_pages import REPO, RUNS, config_for, stored_tables
 
 
 def test_cpu_page_says_what_it_lacks(cpu_page):
@@ -37,7 +25,7 @@ def test_cpu_page_says_what_it_lacks(cpu_page):
     assert "<td>Q4_K_M</td><td class=\"num\">0.098</td><td class=\"num\">12.9260 ± 0.7872</td>" \
            "<td class=\"num\">1.1269 ± 0.1307</td><td class=\"num\">0.060838 ± 0.001527</td>" in page
     # provenance: commit, flags, corpus sha256, every file's sha256
-    t = tables("cpu-demo")
+    t = stored_tables("cpu-demo")
     assert t["builds"]["llama_cpp_commit"].iloc[0] in page and "-DGGML_NATIVE=ON" in page
     assert t["perplexity"]["corpus_sha256"].iloc[0] in page
     for sha in t["perplexity"]["file_sha256"].unique():
@@ -60,7 +48,7 @@ def test_page_with_no_results_still_renders(tmp_path):
 
 
 def test_kld_without_perplexity_and_bench_only(tmp_path):
-    t = tables("h200-demo")
+    t = stored_tables("h200-demo")
     only_bench = {"perplexity": pd.DataFrame(), "kld": pd.DataFrame(), "bench": t["bench"], "builds": t["builds"]}
     html = R.render(only_bench, [], "x", config_for("h200-demo", vram_budgets_gib=[1.0]))
     assert "No perplexity or KLD results in this run" in html
@@ -70,7 +58,7 @@ def test_kld_without_perplexity_and_bench_only(tmp_path):
 
 def test_provenance_says_all_chunks_for_the_whole_corpus():
     """The study's shape: ctx 512 on 25 chunks, ctx 8192 on the whole corpus (a null: NaN in a float column)."""
-    t = tables("cpu-demo")
+    t = stored_tables("cpu-demo")
     p = t["perplexity"]
     t["perplexity"] = p.assign(chunks=[25.0 if c == 512 else float("nan") for c in p["ctx"]])
     text = R.provenance_block(t)

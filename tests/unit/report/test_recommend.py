@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import re
 
-import pandas as pd
 import pytest
 
 from ggufbench.report import recommend as REC
-from tests.support.report_pages import build_report, config_for, table_paths
-
-
-def tables(run: str) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_parquet(p) for p in table_paths(run)}
+from tests.support.report_pages import build_report, config_for, stored_tables
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +34,14 @@ def test_gpu_page_picks_per_budget(gpu_page):
 
 
 def test_candidates_memory_basis():
-    t = tables("h200-demo")
+    t = stored_tables("h200-demo")
     c = REC.candidates(t, config_for("h200-demo"), "smollm2-135m", "cuda")
     assert len(c) == 18  # 6 quants x 3 KV types, one offload setting
     f16 = c[(c["quant"] == "Q4_K_M") & (c["kv"] == "f16")].iloc[0]
     assert f16["basis"] == "measured VRAM" and f16["need_bytes"] == pytest.approx(814.8125 * 2**20)
     q4 = c[(c["quant"] == "Q4_K_M") & (c["kv"] == "q4_0")].iloc[0]
     assert q4["basis"] == "measured VRAM with f16 KV (upper bound)"
-    cpu = REC.candidates(tables("cpu-demo"), config_for("cpu-demo"), "smollm2-135m", "cpu")
+    cpu = REC.candidates(stored_tables("cpu-demo"), config_for("cpu-demo"), "smollm2-135m", "cpu")
     assert (cpu["basis"] == "file size (lower bound)").all()
     assert (cpu["need_bytes"] == cpu["file_size_bytes"]).all()
 
