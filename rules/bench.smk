@@ -8,9 +8,9 @@ rule llama_bench:
     output:
         record=paths.BENCH,
     params:
-        bench=BENCH,
+        bench=get_bench_measured,
         spec=bench_strategy_spec,
-        run=RUN,
+        run=get_run,
         gpu=get_gpu_settings,
     threads: workflow.cores
     resources:
@@ -33,7 +33,7 @@ rule tune_offload:
     params:
         tuner=TUNER,
         contexts=BENCH["contexts"],
-        run=RUN,
+        run=get_run,
     threads: workflow.cores
     resources:
         gpu=get_gpu,

@@ -80,6 +80,21 @@ def get_gpu(wildcards):
     return 1 if is_gpu_build(wildcards.build) else 0
 
 
+def get_run(wildcards):
+    """The `run:` section as this build's jobs use it: a CPU build ignores -ngl, so run.n_gpu_layers is not
+    theirs (None in their records) and changing it reruns only the CUDA builds' jobs."""
+    return RUN if is_gpu_build(wildcards.build) else {**RUN, "n_gpu_layers": None}
+
+
+# bench: keys that only post-process the samples (read by the job from the config), and the strategies (each job
+# gets its own through bench_strategy_spec): neither changes what llama-bench measures, so neither reruns it
+BENCH_NOT_MEASURED = ("discard_first", "noise_threshold_pct", "strategies")
+
+
+def get_bench_measured(wildcards):
+    return {k: v for k, v in BENCH.items() if k not in BENCH_NOT_MEASURED}
+
+
 def get_gpu_settings(wildcards):
     """The `gpu:` section for jobs of a CUDA build (the emulated free memory changes what they measure); nothing
     for a CPU build, whose measurements it cannot change."""
@@ -304,7 +319,8 @@ def server_check_inputs(wildcards):
 
 
 def model_quants(wildcards):
-    return get_quants(wildcards.model)
+    """The model's quants, sorted: their order in the config is not part of what a server check measures."""
+    return sorted(get_quants(wildcards.model))
 
 
 def recommend_config(wildcards):

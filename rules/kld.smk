@@ -1,18 +1,18 @@
 # KL divergence against the baseline quant's logits. The logits file is huge (vocab x tokens): it is
 # forecast exactly and checked against a budget and free disk before it is written, limited by --chunks,
-# written under a temporary name, and temp(): removed once every quant's KLD job has read it.
+# written under a temporary name; kept for the quants and KV types added later (kld.keep_logits; false makes it
+# temp(): removed once every quant's KLD job has read it, at the price of a full rerun when a quant is added).
 
 
 rule kld_base:
     input:
         unpack(kld_base_inputs),
     output:
-        logits=temp(paths.KLD_BASE_LOGITS),
+        logits=paths.KLD_BASE_LOGITS if KLD.get("keep_logits", True) else temp(paths.KLD_BASE_LOGITS),
         record=paths.KLD_BASE,
     params:
         chunks=KLD.get("chunks"),
-        max_logits_gib=KLD["max_logits_gib"],
-        run=RUN,
+        run=get_run,  # kld.max_logits_gib, a disk guard, is read from the config: changing it measures nothing anew
         gpu=get_gpu_settings,
     threads: 8
     resources:
@@ -33,7 +33,7 @@ rule kld:
     output:
         record=paths.KLD,
     params:
-        run=RUN,
+        run=get_run,
         gpu=get_gpu_settings,
     threads: 8
     resources:

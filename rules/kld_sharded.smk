@@ -36,7 +36,7 @@ rule kld_shard:
         runs=kld_shard_runs,
         quants=kld_shard_quants,
         scratch_dir=KLD_SHARDED.get("scratch_dir"),
-        run=RUN,
+        run=get_run,
         gpu=get_gpu_settings,
     threads: 8
     resources:

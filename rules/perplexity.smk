@@ -8,7 +8,7 @@ rule perplexity:
         record=paths.PERPLEXITY,
     params:
         chunks=perplexity_chunks,
-        run=RUN,
+        run=get_run,
         gpu=get_gpu_settings,
     threads: 8
     resources:

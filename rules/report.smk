@@ -15,6 +15,9 @@ rule aggregate:
         tune=paths.table("tune"),
         builds=paths.table("builds"),
         chunks=paths.table("chunks"),
+    params:
+        # how llama-bench's repetitions are summarised: changing it re-aggregates, measures nothing anew
+        bench_summary={k: BENCH[k] for k in ("discard_first", "noise_threshold_pct")},
     log:
         "logs/report/aggregate.log",
     conda:

@@ -12,7 +12,7 @@ rule server_check:
         quants=model_quants,
         config=recommend_config,
         server=SERVER,
-        run=RUN,
+        run=get_run,
     threads: workflow.cores
     resources:
         gpu=get_gpu,

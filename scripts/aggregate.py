@@ -9,4 +9,4 @@ from ggufbench.report.tables import write_tables
 i, o = snakemake.input, snakemake.output
 write_tables(perplexity=i.perplexity, kld=i.kld, bench=i.bench, tune=i.tune, builds=i.builds,
              out={"perplexity": o.perplexity, "kld": o.kld, "bench": o.bench, "tune": o.tune, "builds": o.builds,
-                  "chunks": o.chunks})
+                  "chunks": o.chunks}, bench_summary=snakemake.params.bench_summary)

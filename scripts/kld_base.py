@@ -7,5 +7,6 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.measure.quality import kld_base_job
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
-kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, p.chunks, p.max_logits_gib,
+kld_base_job(i.tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, p.chunks,
+             snakemake.config["kld"]["max_logits_gib"],
              snakemake.threads, p.run, p.gpu, snakemake.output.logits, snakemake.output.record, snakemake.log[0])

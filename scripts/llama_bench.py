@@ -7,5 +7,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.measure.speed import bench_job
 
 i, p = snakemake.input, snakemake.params
-bench_job(i.tool, i.build, i.manifest, p.bench, snakemake.wildcards.strategy, p.spec, snakemake.threads, p.run,
+# what post-processes the samples comes from the config, not params: changing it re-summarises, not re-measures
+plan = {**p.bench, **{k: snakemake.config["bench"][k] for k in ("discard_first", "noise_threshold_pct")}}
+bench_job(i.tool, i.build, i.manifest, plan, snakemake.wildcards.strategy, p.spec, snakemake.threads, p.run,
           p.gpu, snakemake.output.record, snakemake.log[0])

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +25,10 @@ KVS = ["f16", "q8_0", "q4_0"]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
+    """The demo run once for the module. GGUFBENCH_DEMO_WORKDIR names a working directory to run it in instead
+    (a developer's finished demo: the run there is then only what changed; some tests change that folder)."""
+    reuse = os.environ.get("GGUFBENCH_DEMO_WORKDIR")
+    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("demo")
     proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
     return workdir, proc
 
@@ -73,8 +78,10 @@ def test_kld_rises_down_the_ladder(demo):
     k = kld[kld["kv"] == "f16"].set_index("quant")["kld_mean"]
     assert k["Q8_0"] < k["Q4_K_M"] < k["Q2_K"]
     assert k["Q8_0"] < k["Q6_K"] < k["Q4_K_M"] < k["Q3_K_M"] < k["Q2_K"]
-    # the baseline logits were temp(): gone once every KLD job has read them
-    assert not list((workdir / "results/kld-base").rglob("*.logits*"))
+    # the baseline logits are kept (kld.keep_logits), with the stamp of their last check: a quant or KV type added
+    # later reads them (test_adding_a_quant_measures_only_that_quant)
+    assert sorted(p.name for p in (workdir / "results/kld-base").rglob("*.logits*")) == [
+        ".ctx512_kv-f16.logits.verified", "ctx512_kv-f16.logits"]
 
 
 def test_logits_forecast_equals_the_file_llama_cpp_wrote(demo):
@@ -133,8 +140,6 @@ def test_the_recommended_server_commands_started_and_answered(demo):
     assert "started in" in html
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: kld_job stores parse_kld(...).flat(), which drops the chunks, so "
-                   "the demo's chunks.parquet has no KLD rows (issue 16, open)")
 def test_chunks_and_paired_comparisons(demo):
     """Every KLD run's 8 chunks in chunks.parquet; each scoreboard's neighbouring pairs and each KV type against
     f16 judged on them, in the report."""
@@ -148,7 +153,10 @@ def test_chunks_and_paired_comparisons(demo):
     c = comparisons(chunks, kld)
     k = c[c["stat"] == "kld"]
     assert len(k[k["comparison"] == "quant"]) == 3 * (len(QUANTS) - 2) + 2  # f16 KV: 5 quants; q8_0/q4_0: 6
-    assert (k["se_ratio"] > 0).all() and k["verdict"].isin(["not resolved"] + [f"{q} better" for q in QUANTS]).all()
+    quants, kvs = k[k["comparison"] == "quant"], k[k["comparison"] == "kv"]
+    assert (k["se_ratio"] > 0).all()
+    assert quants["verdict"].isin(["not resolved"] + [f"{q} better" for q in QUANTS]).all()
+    assert (kvs["verdict"].isin(["not resolved", "f16 better"]) | (kvs["verdict"] == kvs["a"] + " better")).all()
     html = (workdir / "reports/summary.html").read_text()
     assert 'id="paired-quant"' in html and 'id="paired-kv"' in html and "Is a quantized KV cache free?" in html
 
@@ -176,8 +184,8 @@ def test_the_readmes_snakemake_report_of_the_run(demo):
     assert any(n.endswith("report.html") for n in names)
     for fig in FIGURES:
         assert any(n.endswith(f"{fig}.png") for n in names), (fig, names[:20])
-        caption = (REPO / "docs/report" / f"{fig}.rst").read_text().split()[:4]
-        assert " ".join(caption)[:20] in html or caption[0] in html
+        caption = re.sub(r"[*`]", "", (REPO / "docs/report" / f"{fig}.rst").read_text()).split()[:3]
+        assert " ".join(caption) in html, (fig, caption)  # rendered from the rst: its words, not its markup
 
 
 def test_same_target_again_does_nothing(demo):
@@ -186,6 +194,7 @@ def test_same_target_again_does_nothing(demo):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+@pytest.mark.faults
 def test_logits_over_budget_are_refused_before_the_pass(demo, tmp_path):
     """kld.max_logits_gib below the forecast: the baseline pass never starts; the message gives the chunks
     that fit. 0.1 GiB holds (107374182 - 20) // 25071608 = 4 chunks of ctx 512 at SmolLM2's 49152 tokens."""
@@ -205,6 +214,7 @@ def test_logits_over_budget_are_refused_before_the_pass(demo, tmp_path):
     assert not (workdir / target).exists()
 
 
+@pytest.mark.faults
 def test_exit0_failure_of_llama_perplexity_fails_the_job(demo, tmp_path):
     """A corpus too short for two contexts: llama-perplexity exits 0 without a Final estimate line.
     Runs in its own working directory (the build comes from the cache the demo filled)."""
@@ -255,6 +265,58 @@ def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
     assert counts["build_llama_cpp"] == 1 and counts["perplexity"] == 18 and counts["kld"] == 17
 
 
+# Only what changed is measured again (issue 17): dry-run job lists after each small change ------------------
+
+MEASURING = ("quantize_gguf", "perplexity", "kld_base", "kld", "llama_bench", "tune_offload")
+
+
+def _measuring(counts: dict) -> dict:
+    return {rule: n for rule, n in counts.items() if rule in MEASURING}
+
+
+@pytest.mark.faults
+def test_adding_a_quant_measures_only_that_quant(demo, tmp_path):
+    """The baseline logits are kept (kld.keep_logits), so the new quant's KLD passes read them: no baseline pass,
+    and the other quants' KLD records stay."""
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["models"]["smollm2-135m"]["quants"]["Q5_K_M"] = {"quantize": "Q5_K_M"}
+    counts, _ = _dry_run_jobs(workdir, config, tmp_path)
+    assert _measuring(counts) == {"quantize_gguf": 1, "perplexity": 3, "kld": 3, "llama_bench": 1}
+
+
+@pytest.mark.faults
+def test_adding_a_kv_type_to_kld_runs_only_its_passes(demo, tmp_path):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["kld"]["kv"] = [*config["kld"]["kv"], "q5_0"]
+    counts, _ = _dry_run_jobs(workdir, config, tmp_path)
+    assert _measuring(counts) == {"kld": 6}  # one per quant, against the same f16 baseline
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("kld", "max_logits_gib", 4),              # a disk guard
+    ("run", "n_gpu_layers", 50),               # -ngl, which a CPU build ignores
+])
+def test_a_change_that_cannot_change_a_measurement_reruns_nothing(demo, tmp_path, section, key, value):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config[section][key] = value
+    counts, _ = _dry_run_jobs(workdir, config, tmp_path)
+    assert set(counts) <= {"summary_report", "total"}  # the report prints the config: only it is written again
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("key", "value"), [("noise_threshold_pct", 1), ("discard_first", False)])
+def test_a_bench_summary_setting_re_aggregates_without_measuring(demo, tmp_path, key, value):
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["bench"][key] = value
+    counts, _ = _dry_run_jobs(workdir, config, tmp_path)
+    assert _measuring(counts) == {} and counts["aggregate"] == 1 and counts["summary_report"] == 1
+
+
 def test_demo_report_in_chromium(demo, tmp_path, capsys):
     """The report this very run made, in headless Chromium: no console error, no request beyond the page,
     every figure decoded, the scoreboard has the six quants, the missing GPU is said, not hidden."""
@@ -270,3 +332,32 @@ def test_demo_report_in_chromium(demo, tmp_path, capsys):
     rows = {t["id"]: t["rows"] for t in info["tables"]}
     assert rows["scoreboard-cpu-smollm2-135m"] == 6
     assert any("No VRAM measured" in e for e in info["empty"])
+
+
+# Last, because it changes the demo's Q2_K: a quant corrupted after it was made ---------------------------------
+
+@pytest.mark.faults
+def test_a_quant_corrupted_after_it_was_made_is_refused_and_a_plain_rerun_repairs_it(demo):
+    """The issue's case: 64 KiB XORed in the middle of the Q2_K file, then --forcerun of one PPL cell gave PPL
+    35.53 (true 17.16) with rc 0 and the old sha256. Now the job refuses the file and removes it with its
+    manifest; the plain rerun of the same target re-quantizes and measures the same PPL as before."""
+    workdir, _ = demo
+    target = "results/perplexity/cpu/smollm2-135m/Q2_K/ctx1024_kv-f16.json"
+    before = json.loads((workdir / target).read_text())
+    manifest = workdir / "results/models/smollm2-135m/quantized/Q2_K/manifest.json"
+    gguf = manifest.parent / json.loads(manifest.read_text())["files"][0]["path"]
+    data = bytearray(gguf.read_bytes())
+    mid = len(data) // 2
+    data[mid: mid + (64 << 10)] = bytes(b ^ 0xFF for b in data[mid: mid + (64 << 10)])
+    gguf.write_bytes(bytes(data))
+    proc = snakemake(workdir, "--cores", "2", target, "--forcerun", "perplexity",
+                     configfile=REPO / "config/demo.yaml", check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/perplexity/cpu/smollm2-135m/Q2_K/ctx1024_kv-f16.log").read_text()
+    assert "the file changed after" in log and "a plain rerun makes the quant again" in log
+    assert not manifest.exists() and not gguf.exists()
+    assert not (workdir / target).exists()  # no record of the damaged file
+    snakemake(workdir, "--cores", "2", target, configfile=REPO / "config/demo.yaml")
+    after = json.loads((workdir / target).read_text())
+    assert after["result"]["ppl"] == before["result"]["ppl"]
+    assert after["provenance"]["file_sha256"] == before["provenance"]["file_sha256"]  # llama-quantize is exact

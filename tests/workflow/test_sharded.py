@@ -128,6 +128,7 @@ def test_the_plan_makes_no_ppl_run_for_cells_the_shards_cover(runs, tmp_path):
     assert "perplexity" not in counts and "kld" not in counts and "kld_base" not in counts
 
 
+@pytest.mark.faults
 def test_a_finished_shard_is_never_redone_and_a_killed_one_leaves_nothing(runs):
     _, sharded, scratch = runs
     cfg = sharded / "s.yaml"

@@ -59,8 +59,26 @@ def check_config(config: dict) -> None:
     if contexts and any(bench.get("depth") or []):
         problems.append("bench.depth and bench.contexts both set: a served context sets the depth (context - "
                         "prompt); drop one")
+    problems += _quantized_v_without_flash_attention(config)
     if problems:
         raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
+
+
+def _quantized_v_without_flash_attention(config: dict) -> list[str]:
+    """llama.cpp refuses a quantized V cache without Flash Attention ("quantized V cache was requested, but this
+    requires Flash Attention", src/llama-context.cpp); the tool then only says "failed to create context"."""
+    if (config.get("run") or {}).get("flash_attn") != "off":
+        return []
+    out = []
+    for section, key in (("perplexity", "kv"), ("kld", "kv"), ("kld", "base_kv"), ("bench", "kv")):
+        kvs = (config.get(section) or {}).get(key) or []
+        for kv in [kvs] if isinstance(kvs, str) else kvs:
+            v = kv_pair(kv)[1]
+            if v not in ("f16", "f32", "bf16"):
+                out.append(f"{section}.{key}: {kv!r} quantizes the V cache ({v}), which llama.cpp runs only with "
+                           "Flash Attention, and run.flash_attn is off: set run.flash_attn to on (or auto), or "
+                           "keep V at f16 (e.g. {k}-f16)".replace("{k}", kv_pair(kv)[0]))
+    return out
 
 
 def _local_paths(config: dict):

@@ -80,3 +80,43 @@ def symlink(target: Path, link: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     tmp.replace(link)
+
+
+def _verified_stamp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def stamp_verified(path: str | Path, sha256: str) -> None:
+    """Note that path, as it is now (size, mtime), has this sha256: the next check is a stat, not a hash."""
+    path = Path(path)
+    st = path.stat()
+    write_json(_verified_stamp(path), {"sha256": sha256, "stat": [st.st_size, st.st_mtime_ns]})
+
+
+def mismatch(path: str | Path, size: int, sha256: str) -> str | None:
+    """Why path is not the file a record describes (missing, other size, other sha256), or None. The sha256 is
+    computed again only when the size or mtime differ from the last check that matched (stamp_verified)."""
+    path = Path(path)
+    if not path.is_file():
+        return "is missing"
+    st = path.stat()
+    if st.st_size != size:
+        return f"is {st.st_size:,} bytes, its record says {size:,}"
+    try:
+        seen = json.loads(_verified_stamp(path).read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if seen.get("sha256") == sha256 and seen.get("stat") == [st.st_size, st.st_mtime_ns]:
+        return None
+    got = sha256_file(path)
+    if got != sha256:
+        return f"has sha256 {got[:12]}, its record says {sha256[:12]}"
+    stamp_verified(path, sha256)
+    return None
+
+
+def remove_with_stamp(path: str | Path) -> None:
+    path = Path(path)
+    _verified_stamp(path).unlink(missing_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()

@@ -24,6 +24,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from ..core.cache import check_tree, exclusive, fingerprint, note, pypi_download, remove_stale_work
 from ..core.errors import ConfigError, ToolFailed
 from ..core.io import atomic_path, sha256_file, write_json
 from .run import run_tool
@@ -112,17 +113,8 @@ def fetch_source(source: dict, cache: Path, log: str | Path | None = None) -> tu
     spec = source[kind]
     if kind == "pypi_sdist":
         pkg, ver = spec["package"], str(spec["version"])
-        dl = cache / "downloads"
-        dl.mkdir(parents=True, exist_ok=True)
         norm = re.sub(r"[-_.]+", "_", pkg).lower()
-        found = sorted(dl.glob(f"{norm}-{ver}.tar.gz")) + sorted(dl.glob(f"{norm}-{ver}.zip"))
-        if not found:
-            run_tool([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                      "-d", str(dl), f"{pkg}=={ver}"], log)
-            found = sorted(dl.glob(f"{norm}-{ver}.tar.gz")) + sorted(dl.glob(f"{norm}-{ver}.zip"))
-        if not found:
-            raise ToolFailed(f"pip download of {pkg}=={ver} gave no sdist in {dl}")
-        archive = found[0]
+        archive = pypi_download(f"{pkg}=={ver}", cache / "downloads", f"{norm}-{ver}.[tz]*", binary=False, log=log)
         digest = sha256_file(archive)
         top = _single_top(_extract(archive, cache / "sources" / f"sdist-{digest[:16]}"))
         src = _check_tree(top / spec.get("subdir", "vendor/llama.cpp"), f"pypi_sdist {pkg}=={ver}")
@@ -256,6 +248,34 @@ def parse_version(text: str) -> dict:
     return out
 
 
+def _reusable(done: Path, log: str | Path | None) -> bool:
+    """A finished build in the cache whose binaries are as they were when it was cached. One that is not (a
+    truncated or changed binary) is removed, so it is built again, never reused to die of SIGSEGV."""
+    try:
+        recorded = json.loads((done / "build.json").read_text())
+    except (OSError, ValueError):
+        if done.exists():
+            note(log, f"{done} has no readable build.json: building again")
+            shutil.rmtree(done, ignore_errors=True)
+        return False
+    files = recorded.get("files") or {f"bin/{t}": None for t in TOOLS}
+    if any(v is None for v in files.values()):  # cached before binaries were recorded: record them now
+        missing = [t for t in TOOLS if not (done / "bin" / t).is_file()]
+        if missing:
+            why = f"bin/{missing[0]} is missing"
+        else:
+            write_json(done / "build.json", {**recorded, "files": {f"bin/{t}": fingerprint(done / "bin" / t)
+                                                                   for t in TOOLS}})
+            return True
+    else:
+        why = check_tree(done, files)
+    if why is None:
+        return True
+    note(log, f"cached build {done}: {why}; removed it, building again")
+    shutil.rmtree(done, ignore_errors=True)
+    return False
+
+
 def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str | Path | None = None,
                     cache: Path | None = None) -> dict:
     """Build (or reuse from the cache) and copy the tools into out_dir/bin; return the build record."""
@@ -269,25 +289,30 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
         build = {**build, "resolved_cuda_architectures": archs}
     args = cmake_args(build, ident)
     key = build_key(ident, args, tc)
-    done = cache / "builds" / key
-    reused = (done / "build.json").is_file() and all((done / "bin" / t).is_file() for t in TOOLS)
-    if not reused:
-        work = cache / "builds" / f"{key}.work-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", tc["generator"], *args], log)
-        run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
-                  "--target", *TOOLS], log)
-        (work / "bin").mkdir()
+    builds = cache / "builds"
+    done = builds / key
+    # one job at a time per key: a second first build waits and reuses, none removes a folder another copies from
+    with exclusive(builds / f".{key}.lock"):
+        for stale in remove_stale_work(builds, key):
+            note(log, f"removed {stale}, the scratch folder of a build that was killed")
+        reused = _reusable(done, log)
+        if not reused:
+            work = builds / f"{key}.work-{os.getpid()}"
+            run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", tc["generator"], *args], log)
+            run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
+                      "--target", *TOOLS], log)
+            (work / "bin").mkdir()
+            for t in TOOLS:
+                shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
+            shutil.rmtree(work / "cmake")
+            write_json(work / "build.json", {"key": key, "files": {f"bin/{t}": fingerprint(work / "bin" / t)
+                                                                   for t in TOOLS}})
+            shutil.rmtree(done, ignore_errors=True)
+            work.rename(done)
+        (out_dir / "bin").mkdir(parents=True, exist_ok=True)
         for t in TOOLS:
-            shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
-        shutil.rmtree(work / "cmake")
-        write_json(work / "build.json", {"key": key})
-        shutil.rmtree(done, ignore_errors=True)
-        work.rename(done)
-    (out_dir / "bin").mkdir(parents=True, exist_ok=True)
-    for t in TOOLS:
-        with atomic_path(out_dir / "bin" / t) as tmp:
-            shutil.copy2(done / "bin" / t, tmp)
+            with atomic_path(out_dir / "bin" / t) as tmp:
+                shutil.copy2(done / "bin" / t, tmp)
     version = parse_version(run_tool([str(out_dir / "bin" / "llama-bench"), "--version"], log).output)
     return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),

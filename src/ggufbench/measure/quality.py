@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import kv_pair
-from ..core.io import read_json, record, tool_info, write_json
+from ..core.errors import ToolFailed
+from ..core.io import mismatch, read_json, record, remove_with_stamp, sha256_file, stamp_verified, tool_info, write_json
+from ..core.units import GIB
 from ..llamacpp import logits as kld_mod
 from ..llamacpp.cli import perplexity_args
 from ..llamacpp.emulate import emulated_gpu
-from ..llamacpp.gguf import gguf_metadata
+from ..llamacpp.gguf import gguf_metadata, kv_shape
+from ..llamacpp.logits import read_logits_tokens
 from ..llamacpp.perplexity_output import parse_kld, parse_perplexity
 from ..llamacpp.run import ToolRun, run_tool
 from ..llamacpp.tokenize import count_tokens
@@ -25,10 +28,70 @@ def run_measurement(cmd: list, log, build: dict, gpu: dict) -> tuple[ToolRun, di
         return run_tool(cmd, log), emulation
 
 
+# llama-perplexity scores the second half of each chunk: n_ctx - 1 - n_ctx/2 tokens. It prints no KLD statistics
+# below 100 scored tokens (perplexity.cpp: "if (kld.count < 100) return"); a PPL gets the same floor here.
+MIN_SCORED_TOKENS = 100
+
+
+def scored_tokens(n_tokens: int, ctx: int, chunks: int | None) -> int:
+    return kld_mod.n_chunks_used(n_tokens, ctx, chunks) * (ctx - 1 - ctx // 2)
+
+
+def check_corpus(n_tokens: int, ctx: int, chunks: int | None, key: str) -> None:
+    """Before the pass: two contexts of tokens (llama-perplexity's own minimum) and at least MIN_SCORED_TOKENS
+    scored, so no number comes from a handful of tokens. key: the config section (perplexity, kld)."""
+    if n_tokens < 2 * ctx:
+        raise ToolFailed(f"too few tokens: the corpus has {n_tokens:,} tokens, {2 * ctx} tokens needed for ctx {ctx} "
+                         f"(two contexts); use a longer corpus or a smaller {key}.ctx")
+    scored = scored_tokens(n_tokens, ctx, chunks)
+    if scored < MIN_SCORED_TOKENS:
+        raise ToolFailed(f"{key}: ctx {ctx} with --chunks {chunks} scores {scored} tokens, fewer than "
+                         f"{MIN_SCORED_TOKENS} (each chunk scores its second half, {ctx - 1 - ctx // 2} tokens): "
+                         f"raise {key}.chunks or {key}.ctx")
+
+
+def check_context(model: Path, n_vocab: int, ctx: int, key: str, available: int | None = None) -> None:
+    """Before the pass: ctx within the model's training context, and the host memory llama-perplexity takes for a
+    context's logits (n_ctx x n_vocab floats, kept for the whole chunk) within what the machine has free."""
+    n_ctx_train = kv_shape(model).get("n_ctx_train")
+    if n_ctx_train and ctx > n_ctx_train:
+        raise ToolFailed(f"{key}.ctx {ctx:,} is beyond the model's training context ({n_ctx_train:,}, "
+                         f"{model.name}): PPL or KLD there measures extrapolation, not the quant; use at most "
+                         f"{n_ctx_train}")
+    need = ctx * n_vocab * 4
+    available = available if available is not None else _mem_available()
+    if available is not None and need > available:
+        raise ToolFailed(f"{key}.ctx {ctx:,}: llama-perplexity keeps {ctx:,} x {n_vocab:,} logits "
+                         f"({need / GIB:.1f} GiB) in host memory, and {available / GIB:.1f} GiB is available; "
+                         f"use a smaller {key}.ctx")
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def precheck(tool, model: Path, corpus, ctx: int, chunks, key: str, log) -> int:
+    """The checks before any pass: context bounds, then the corpus's tokens (llama-tokenize, vocabulary-only load).
+    Returns the token count."""
+    n_vocab = gguf_metadata(model)["n_vocab"]
+    check_context(model, n_vocab, ctx, key)
+    n_tokens = count_tokens(Path(tool).with_name("llama-tokenize"), model, Path(corpus), log)
+    check_corpus(n_tokens, ctx, int(chunks) if chunks else None, key)
+    return n_tokens
+
+
 def perplexity_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks, threads: int,
                    run: dict, gpu: dict, out, log) -> dict:
     build = read_json(build_json)
-    cmd = perplexity_args(tool, model_path(manifest), build, ctx, kv, threads, run) + ["-f", corpus]
+    model = model_path(manifest)
+    precheck(tool, model, corpus, ctx, chunks, "perplexity", log)
+    cmd = perplexity_args(tool, model, build, ctx, kv, threads, run) + ["-f", corpus]
     if chunks:
         cmd += ["--chunks", chunks]
     r, emulation = run_measurement(cmd, log, build, gpu)
@@ -49,7 +112,7 @@ def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: 
     logits_out = Path(logits_out)
     logits_out.parent.mkdir(parents=True, exist_ok=True)
     n_vocab = gguf_metadata(model)["n_vocab"]
-    n_tokens = count_tokens(Path(tool).with_name("llama-tokenize"), model, Path(corpus), log)
+    n_tokens = precheck(tool, model, corpus, ctx, chunks, "kld", log)
     fc = kld_mod.forecast(ctx, n_vocab, n_tokens, chunks, max_logits_gib, logits_out.parent)
     with open(log, "a") as f:
         f.write(f"# logits forecast: {fc.to_dict()}\n")
@@ -67,20 +130,48 @@ def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: 
         partial.unlink(missing_ok=True)
         raise
     partial.replace(logits_out)
+    logits_sha = sha256_file(logits_out)
+    stamp_verified(logits_out, logits_sha)  # each KLD job checks the file against this record before using it
     k, v = kv_pair(kv)
     rec = record("kld_base", provenance(build_json, manifest, corpus_json, r.output, emulation),
                  {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": threads, **run},
                  {**result.to_dict(), "logits_bytes_forecast": fc.bytes, "logits_bytes_written": written,
-                  "forecast": fc.to_dict()}, tool_info(cmd, r.wall_seconds))
+                  "logits_sha256": logits_sha, "forecast": fc.to_dict()}, tool_info(cmd, r.wall_seconds))
     write_json(out, rec)
     return rec
+
+
+def check_baseline_logits(logits: Path, base_record: Path, base: dict, n_vocab: int) -> None:
+    """The logits file is the one its baseline record describes: header (n_ctx, n_vocab, n_chunk) as the pass ran,
+    size as written, sha256 as hashed then (again only when size or mtime moved). A file that is not is removed
+    with the record, so a plain rerun redoes the baseline pass and every KLD against it."""
+    res, params = base["result"], base["params"]
+    try:
+        n_ctx, nv, n_chunk, _ = read_logits_tokens(logits)
+        want = (params["ctx"], n_vocab, res.get("n_chunks"))
+        why = None if (n_ctx, nv, n_chunk) == want or want[2] is None and (n_ctx, nv) == want[:2] else (
+            f"holds {n_chunk} chunks of ctx {n_ctx} for n_vocab {nv}; its baseline record is {want[2]} chunks of "
+            f"ctx {want[0]} for n_vocab {want[1]}")
+    except FileNotFoundError:
+        why = "is missing"
+    except ToolFailed as e:
+        why = str(e).removeprefix(f"{logits} ")
+    if why is None and res.get("logits_bytes_written") is not None and res.get("logits_sha256"):
+        why = mismatch(logits, res["logits_bytes_written"], res["logits_sha256"])
+    if why is not None:
+        remove_with_stamp(logits)
+        base_record.unlink(missing_ok=True)
+        raise ToolFailed(f"{logits} {why}: it is not the baseline pass's file, so no KLD against it can be trusted. "
+                         f"Removed it and {base_record}: a plain rerun redoes the baseline pass.")
 
 
 def kld_job(tool, build_json, manifest, base_record, logits, ctx: int, kv: str, threads: int, run: dict, gpu: dict,
             out, log) -> dict:
     build = read_json(build_json)
     base = read_json(base_record)
-    cmd = perplexity_args(tool, model_path(manifest), build, ctx, kv, threads, run) + [
+    model = model_path(manifest)
+    check_baseline_logits(Path(logits), Path(base_record), base, gguf_metadata(model)["n_vocab"])
+    cmd = perplexity_args(tool, model, build, ctx, kv, threads, run) + [
         "--kl-divergence-base", logits, "--kl-divergence"]
     r, emulation = run_measurement(cmd, log, build, gpu)
     result = parse_kld(r.output)
@@ -90,6 +181,7 @@ def kld_job(tool, build_json, manifest, base_record, logits, ctx: int, kv: str, 
     prov.update(corpus=bp.get("corpus"), corpus_sha256=bp.get("corpus_sha256"), corpus_source=bp.get("corpus_source"),
                 baseline_quant=bp["quant"], baseline_sha256=bp["file_sha256"], baseline_kv=base["params"]["kv"])
     rec = record("kld", prov, {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": base["params"]["chunks"],
-                               "threads": threads, **run}, result.flat(), tool_info(cmd, r.wall_seconds))
+                               "threads": threads, **run}, {**result.flat(), "chunks": result.chunks},
+                 tool_info(cmd, r.wall_seconds))
     write_json(out, rec)
     return rec

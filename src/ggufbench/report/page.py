@@ -493,9 +493,12 @@ def provenance_block(tables: dict[str, pd.DataFrame]) -> str:
                 corpora = [tuple(str(v) for v in r) for r in c.itertuples(index=False)]
             p = tables["perplexity"]
             if not p.empty:
-                settings = p[["ctx", "chunks", "threads", "n_gpu_layers", "flash_attn"]].drop_duplicates()
-                ppl_settings = "; ".join(f"ctx {r.ctx}: --chunks {_chunks(r.chunks)}, -t {r.threads}, "
-                                         f"-ngl {r.n_gpu_layers}, -fa {r.flash_attn}" for r in settings.itertuples())
+                cols = [c for c in ("ctx", "chunks", "threads", "n_gpu_layers", "flash_attn") if c in p]
+                settings = p[cols].drop_duplicates()
+                ppl_settings = "; ".join(
+                    f"ctx {r.ctx}: --chunks {_chunks(r.chunks)}, -t {r.threads}, "
+                    + ("" if pd.isna(getattr(r, "n_gpu_layers", None)) else f"-ngl {int(r.n_gpu_layers)}, ")
+                    + f"-fa {r.flash_attn}" for r in settings.itertuples())
     cols = ["build", "backend", "llama_cpp_version", "llama_cpp_commit", "binary_commit", "source_kind",
             "cmake_args", "cxx_version", "nvcc_version", "cuda_architectures", "reused_from_cache"]
     build_table = _table(builds[[c for c in cols if c in builds.columns]], "builds") if records is not None else None

@@ -16,6 +16,7 @@ import json
 import pandas as pd
 
 from ..core.io import atomic_path, read_json
+from ..llamacpp.bench_output import summarize
 from ..measure.tuner import setting_label
 
 PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
@@ -100,13 +101,16 @@ def chunks_rows(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_rows(records: list[dict]) -> pd.DataFrame:
+def bench_rows(records: list[dict], summary: dict | None = None) -> pd.DataFrame:
     """One row per llama-bench test; every llama-bench field by name, plus strategy, the offload setting, the
-    noise columns and the VRAM peak of the call that measured it."""
+    noise columns and the VRAM peak of the call that measured it. summary ({discard_first, noise_threshold_pct},
+    the config's): the repetitions summarised again with these, so changing them re-aggregates, not re-measures."""
     rows = []
     for r in records:
         for b in r["result"]["rows"]:
             b = dict(b)
+            if summary and b.get("samples_ts"):
+                b = summarize(b, summary["discard_first"], summary["noise_threshold_pct"])
             vram, setting = b.pop("vram"), b.pop("setting", {})
             bench = {f"bench_{k}" if k in ("model_filename",) else k: v for k, v in b.items()}
             row = _flat({**r, "params": {}}, bench)
@@ -204,8 +208,9 @@ def record_tables(records: dict[str, list]) -> dict[str, pd.DataFrame]:
     return {name: ROWS[name]([read_json(p) for p in paths]) for name, paths in records.items()}
 
 
-def write_tables(perplexity, kld, bench, builds, out: dict, tune=()) -> None:
-    tables = record_tables({"perplexity": perplexity, "kld": kld, "bench": bench, "tune": tune, "builds": builds})
+def write_tables(perplexity, kld, bench, builds, out: dict, tune=(), bench_summary: dict | None = None) -> None:
+    tables = record_tables({"perplexity": perplexity, "kld": kld, "tune": tune, "builds": builds})
+    tables["bench"] = bench_rows([read_json(p) for p in bench], bench_summary)
     if "chunks" in out:
         tables["chunks"] = chunks_rows([read_json(p) for p in dict.fromkeys([*perplexity, *kld])])
     for name, df in tables.items():

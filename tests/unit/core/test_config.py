@@ -267,8 +267,31 @@ def test_files_on_disk_the_config_names_must_exist(demo, tmp_path, monkeypatch):
     check_config(demo)
 
 
-@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+@pytest.mark.faults
+@pytest.mark.parametrize("name", [".", "..", ".hidden", "a/b", "a;touch PWNED"])
 def test_names_that_would_leave_or_hide_in_results_are_refused(demo, name):
     demo["models"]["smollm2-135m"]["quants"][name] = {"quantize": "Q8_0"}
     with pytest.raises(WorkflowError, match="does not match"):
         validate(demo, SCHEMA)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("key", "kv"), [("perplexity", "q5_9"), ("kld", "q8_0-q5_9"), ("bench", "Q8_0")])
+def test_a_kv_type_llama_cpp_does_not_have_is_refused_before_any_job(demo, key, kv):
+    """llama.cpp's own list (common/arg.cpp kv_cache_types); before, q5_9 ran and failed with the tail of the
+    usage text (the cause, "Unsupported cache type: q5_9", only in the log)."""
+    demo.setdefault(key, {})["kv"] = [kv]
+    with pytest.raises(WorkflowError, match=rf"'{kv}'.* (does not match|is not valid)"):
+        validate(demo, SCHEMA)
+
+
+@pytest.mark.faults
+def test_a_quantized_v_cache_without_flash_attention_is_refused_naming_both_keys(demo):
+    """q4_0 KV with -fa off was only "failed to create context" from llama-perplexity."""
+    demo["run"] = {**demo.get("run", {}), "flash_attn": "off"}
+    demo["perplexity"]["kv"] = ["f16", "q4_0", "q8_0-f16"]
+    with pytest.raises(ConfigError) as e:
+        check_config(demo)
+    msg = str(e.value)
+    assert "perplexity.kv: 'q4_0' quantizes the V cache (q4_0)" in msg and "run.flash_attn is off" in msg
+    assert "'q8_0-f16'" not in msg.split("perplexity.kv")[1].split("\n")[0]  # K alone quantized is fine

@@ -29,6 +29,7 @@ def test_write_json_replaces_existing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
+@pytest.mark.faults
 def test_write_json_failure_leaves_old_file(tmp_path):
     path = tmp_path / "r.json"
     write_json(path, {"v": 1})
@@ -40,6 +41,7 @@ def test_write_json_failure_leaves_old_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
+@pytest.mark.faults
 def test_read_json_invalid(tmp_path):
     path = tmp_path / "half.json"
     path.write_text('{"stage": "perplexity", "result": {"ppl": 12.02')  # a half-written record
@@ -63,6 +65,7 @@ def test_read_json_real_values(tmp_path, capture):
     json.dumps(read_json(path))
 
 
+@pytest.mark.faults
 def test_atomic_path_removes_its_temp_file_when_the_block_raises(tmp_path):
     from ggufbench.core.io import atomic_path
 

@@ -66,3 +66,59 @@ def test_parse_version_full_target(capture):
 
 def test_parse_version_unrecognised_text():
     assert parse_version("llama_bench: error: failed to load model 'nonexist.gguf'\n") == {}
+
+
+# The build cache: an entry reused only when its binaries are as they were cached ----------------------------
+
+def cached_build(tmp_path, recorded: bool = True):
+    from ggufbench.core.cache import fingerprint
+    from ggufbench.core.io import write_json
+    from ggufbench.llamacpp.build import TOOLS
+
+    done = tmp_path / "builds/k1"
+    (done / "bin").mkdir(parents=True)
+    for t in TOOLS:
+        (done / "bin" / t).write_bytes(b"\x7fELF" + t.encode() * 5000)
+    files = {f"bin/{t}": fingerprint(done / "bin" / t) for t in TOOLS} if recorded else None
+    write_json(done / "build.json", {"key": "k1", **({"files": files} if files else {})})
+    return done
+
+
+def test_a_cached_build_as_it_was_cached_is_reused(tmp_path):
+    from ggufbench.llamacpp.build import _reusable
+
+    assert _reusable(cached_build(tmp_path), tmp_path / "log") and not (tmp_path / "log").exists()
+
+
+@pytest.mark.faults
+def test_a_truncated_binary_in_the_build_cache_is_built_again_not_reused(tmp_path):
+    """The issue's case: a truncated llama-perplexity in the cache was reused and died of SIGSEGV."""
+    from ggufbench.llamacpp.build import _reusable
+
+    done = cached_build(tmp_path)
+    tool = done / "bin/llama-perplexity"
+    tool.write_bytes(tool.read_bytes()[:1000])
+    log = tmp_path / "log"
+    assert not _reusable(done, log) and not done.exists()
+    assert f"cached build {done}: bin/llama-perplexity is 1,000 bytes, 80,004 were cached; removed it" in \
+        log.read_text()
+
+
+def test_a_build_cached_before_binaries_were_recorded_is_recorded_on_reuse(tmp_path):
+    import json
+
+    from ggufbench.llamacpp.build import TOOLS, _reusable
+
+    done = cached_build(tmp_path, recorded=False)
+    assert _reusable(done, None)
+    assert sorted(json.loads((done / "build.json").read_text())["files"]) == sorted(f"bin/{t}" for t in TOOLS)
+
+
+@pytest.mark.faults
+def test_a_cached_build_missing_a_binary_is_built_again(tmp_path):
+    from ggufbench.llamacpp.build import _reusable
+
+    done = cached_build(tmp_path, recorded=False)
+    (done / "bin/llama-server").unlink()
+    assert not _reusable(done, tmp_path / "log") and not done.exists()
+    assert "bin/llama-server is missing" in (tmp_path / "log").read_text()

@@ -96,6 +96,7 @@ def test_forecast_budget_too_small_names_key_and_largest_chunks(tmp_path):
     assert "free disk space (" not in msg
 
 
+@pytest.mark.faults
 def test_forecast_disk_too_small(tmp_path, monkeypatch):
     # the disk, not the budget, is the limit: 5 chunks' worth of free space
     free = logits_file_size(512, SMOL_VOCAB, 5) + 1000

@@ -82,6 +82,7 @@ def test_nonzero_exit_with_separate_stdout_includes_stderr(tmp_path):
                  tmp_path / "job.log", separate_stdout=True)
 
 
+@pytest.mark.faults
 def test_killed_by_sigkill(tmp_path):
     log = tmp_path / "job.log"
     with pytest.raises(ToolFailed) as ei:
@@ -92,6 +93,7 @@ def test_killed_by_sigkill(tmp_path):
     assert "# exit status -9," in log.read_text()
 
 
+@pytest.mark.faults
 def test_killed_by_sigterm_has_no_oom_hint():
     with pytest.raises(ToolFailed) as ei:
         run_tool(["sh", "-c", "kill -TERM $$"])
@@ -100,6 +102,7 @@ def test_killed_by_sigterm_has_no_oom_hint():
     assert "out of memory" not in msg
 
 
+@pytest.mark.faults
 def test_missing_binary(tmp_path):
     log = tmp_path / "job.log"
     tool = tmp_path / "bin" / "llama-perplexity"

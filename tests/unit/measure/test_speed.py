@@ -13,6 +13,7 @@ from ggufbench.core.io import read_json, write_json
 from ggufbench.llamacpp import bench_output as bench
 from ggufbench.measure.speed import bench_job, tune_probe
 from tests.support import DATA
+from tests.support.models import quant_manifest
 
 BENCH_JSONL = DATA / "cpu-0.3.36/bench_q8_0.jsonl"
 
@@ -55,10 +56,9 @@ sys.stdout.write(open({str(BENCH_JSONL)!r}).read())
 
 
 def bench_inputs(tmp_path):
-    build, manifest = tmp_path / "build.json", tmp_path / "manifest.json"
+    build = tmp_path / "build.json"
     write_json(build, {"build": "cpu", "key": "k1", "version": "0.5.0-dev", "commit": "0c1e570", "backend": "CPU"})
-    write_json(manifest, {"model": "moe", "quant": "Q8_0", "origin": {"kind": "synthetic"},
-                          "files": [{"path": "moe-Q8_0.gguf", "size": 3_000_000, "sha256": "abc"}]})
+    manifest = quant_manifest(tmp_path, "moe", "Q8_0", {"kind": "synthetic"})
     plan = {**defaults("bench"), "prompt": [512], "gen": [128], "repetitions": 2}
     return build, manifest, plan
 
@@ -86,6 +86,7 @@ def test_a_setting_that_does_not_fit_is_a_result_and_the_other_settings_go_on(tm
     (BENCH_JSONL, 0, "the same call with -v ran: the failure did not repeat"),
     (DATA / "cpu-0.3.36/fail_missing_model.txt", 1, "llama-bench exited with status 1"),
 ])
+@pytest.mark.faults
 def test_a_silent_failure_that_is_not_memory_fails_the_job_and_writes_no_record(tmp_path, verbose, verbose_exit,
                                                                                 match):
     """A failure whose -v run succeeds, or names a cause other than memory (a missing model file), is not "does

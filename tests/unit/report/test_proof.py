@@ -14,6 +14,7 @@ from ggufbench.llamacpp.perplexity_output import parse_kld, parse_perplexity
 from ggufbench.measure.provenance import provenance
 from ggufbench.report.proof import server_check_job
 from tests.support import DATA
+from tests.support.models import quant_manifest, sha
 
 CPU = DATA / "cpu-0.3.36"
 RUN = {"n_gpu_layers": 99, "flash_attn": "on"}
@@ -60,15 +61,13 @@ def setup(tmp_path):
     manifests, records = {}, {"perplexity": [], "kld": [], "bench": [], "tune": []}
     params = {"ctx": 512, "kv": "f16", "type_k": "f16", "type_v": "f16", "threads": 2, **RUN}
     for quant, (size, capture) in QUANTS.items():
-        manifests[quant] = tmp_path / quant / "manifest.json"
-        write_json(manifests[quant], {"model": "smol", "quant": quant, "files": [
-            {"path": f"smol-{quant}.gguf", "size": size, "sha256": f"sha-{quant}"}]})
+        manifests[quant] = quant_manifest(tmp_path / quant, "smol", quant)
         text, path = (CPU / capture).read_text(encoding="utf-8"), tmp_path / f"{quant}.json"
-        prov = provenance(build, manifests[quant])
+        prov = {**provenance(build, manifests[quant]), "file_size_bytes": size}  # SmolLM2's sizes, tiny files
         if quant == "F16":
             write_json(path, record("kld_base", prov, params, parse_perplexity(text).to_dict()))
         else:  # a KLD run is its quant's PPL cell too (Mean PPL(Q))
-            prov.update(baseline_quant="F16", baseline_sha256="sha-F16", baseline_kv="f16")
+            prov.update(baseline_quant="F16", baseline_sha256=sha(manifests["F16"]), baseline_kv="f16")
             write_json(path, record("kld", prov, params, parse_kld(text).flat()))
             records["kld"].append(path)
         records["perplexity"].append(path)

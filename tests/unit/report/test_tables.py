@@ -62,3 +62,21 @@ def test_chunks_rows_of_real_runs(capture):
     assert df.groupby("stage").size().to_dict() == {"kld": 12, "perplexity": 12}
     assert (df["n_tokens_scored"] == 255).all() and df["ln_ppl_q"].notna().all()
     assert df[df["stage"] == "perplexity"]["kld"].isna().all()
+
+
+def test_the_bench_table_summarises_the_repetitions_with_the_configs_current_values():
+    """noise_threshold_pct and discard_first are read at aggregation (the aggregate rule's params), so changing
+    them re-summarises the stored samples without measuring again: real llama-bench JSONL (CPU)."""
+    from ggufbench.llamacpp.bench_output import parse_bench_jsonl, summarize
+    from ggufbench.report.tables import bench_rows
+
+    parsed = parse_bench_jsonl((DATA / "cpu-0.3.36/bench_q8_0.jsonl").read_text())
+    rows = [{**summarize(r, True, 5.0), "vram": {"available": False}, "setting": {}} for r in parsed]
+    rec = {"stage": "bench", "provenance": {}, "params": {}, "result": {"rows": rows}}
+    strict = bench_rows([rec], {"discard_first": False, "noise_threshold_pct": 1e-9})
+    loose = bench_rows([rec], {"discard_first": True, "noise_threshold_pct": 1e9})
+    assert strict["noisy"].all() and not loose["noisy"].any()
+    n = len(parsed[0]["samples_ts"])
+    assert list(strict["n_samples_kept"]) == [n] * len(parsed) and list(loose["n_samples_kept"]) == [n - 1] * len(
+        parsed)
+    assert list(bench_rows([rec])["noisy"]) == [r["noisy"] for r in rows]  # no summary given: as the job stored it

@@ -127,6 +127,7 @@ def test_ambiguous_quant_fails_and_names_the_files(hub, tmp_path):
     assert "give `file:`" in run.result["message"]
 
 
+@pytest.mark.faults
 def test_corrupt_bytes_are_removed_and_fail_clearly(hub, unsloth, tmp_path):
     _, files = unsloth
     name = "Qwen3.5-35B-A3B-MXFP4_MOE.gguf"
@@ -147,6 +148,7 @@ def test_corrupt_bytes_are_removed_and_fail_clearly(hub, unsloth, tmp_path):
     assert (tmp_path / "q" / name).read_bytes() == good
 
 
+@pytest.mark.faults
 def test_a_cached_file_that_went_bad_is_caught_and_removed(hub, unsloth, tmp_path):
     _, files = unsloth
     name = "Qwen3.5-35B-A3B-Q4_K_M.gguf"
@@ -182,6 +184,7 @@ def test_transfer_cut_mid_file_is_resumed_with_range(hub, tmp_path):
     assert "Trying to resume download" in run.stderr
 
 
+@pytest.mark.faults
 def test_killed_download_never_counts_and_the_next_run_resumes(hub, tmp_path):
     name = "Big-Q8_0.gguf"
     data = tiny_gguf("big", n_floats=BIG)
@@ -292,6 +295,7 @@ def test_offline_with_a_lock_uses_the_pinned_commit(hub, unsloth, tmp_path):
     assert run.returncode == 3 and "['Qwen3.5-35B-A3B-Q4_K_M.gguf']" in run.result["message"]
 
 
+@pytest.mark.faults
 def test_disk_preflight_refuses_before_downloading(hub, unsloth, tmp_path):
     _, files = unsloth
     need = sum(len(files[p]) for p in Q8_0)

@@ -67,3 +67,131 @@ def test_a_manifest_without_files_says_what_to_rerun(tmp_path):
     manifest.write_text(json.dumps({"model": "m", "quant": "q", "files": [], "origin": {}}))
     with pytest.raises(ToolFailed, match="lists no files; delete it and rerun"):
         model_path(manifest)
+
+
+# Verified where read: a file that changed after its manifest was written never counts ------------------------
+
+def corrupt_middle(path, n: int = 64 << 10) -> None:
+    """XOR n bytes in the middle of the file, in place (the size stays)."""
+    data = bytearray(path.read_bytes())
+    mid = max(0, len(data) // 2 - n // 2)
+    for i in range(mid, min(len(data), mid + n)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def quant(tmp_path):
+    folder = tmp_path / "results/models/smol/Q2_K"
+    folder.mkdir(parents=True)
+    gguf = folder / "smol-Q2_K.gguf"
+    gguf.write_bytes(tiny_gguf("smol-Q2_K", n_floats=64 << 10))  # 256 KiB of tensor data
+    write_manifest(folder / "manifest.json", "smol", "Q2_K", [gguf], {"kind": "quantize"})
+    return folder / "manifest.json", gguf
+
+
+@pytest.mark.faults
+def test_a_gguf_corrupted_in_place_is_refused_and_removed_with_its_manifest(quant):
+    """The issue's case: 64 KiB XORed in the middle, same size. The job refuses it by sha256, and removes file
+    and manifest so the rerun makes the quant again (Snakemake sees the manifest missing)."""
+    manifest, gguf = quant
+    recorded = load_manifest(manifest)["files"][0]["sha256"]
+    corrupt_middle(gguf)
+    got = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    with pytest.raises(ToolFailed, match=rf"has sha256 {got[:12]}, its record says {recorded[:12]}.*"
+                                         r"a plain rerun makes the quant again"):
+        model_path(manifest)
+    assert not gguf.exists() and not manifest.exists()
+    assert [p.name for p in manifest.parent.iterdir()] == []  # nor the verification stamp
+
+
+@pytest.mark.faults
+def test_a_truncated_gguf_is_refused_by_size_without_hashing(quant, monkeypatch):
+    manifest, gguf = quant
+    size = gguf.stat().st_size
+    with open(gguf, "r+b") as f:
+        f.truncate(size // 2)
+    from ggufbench.core import io as mod
+
+    monkeypatch.setattr(mod, "sha256_file", lambda p: pytest.fail("hashed a file whose size is already wrong"))
+    with pytest.raises(ToolFailed, match=rf"is {size // 2:,} bytes, its record says {size:,}"):
+        model_path(manifest)
+    assert not gguf.exists() and not manifest.exists()
+
+
+def test_an_unchanged_file_is_hashed_again_only_when_its_size_or_mtime_moved(quant, monkeypatch):
+    """The stamp write_manifest leaves makes the check a stat; a touch (same bytes, new mtime) hashes once more
+    and passes, and the new stamp makes the next read a stat again."""
+    import os
+
+    from ggufbench.core import io as mod
+
+    manifest, gguf = quant
+    calls = []
+    real = mod.sha256_file
+    monkeypatch.setattr(mod, "sha256_file", lambda p: calls.append(p) or real(p))
+    assert model_path(manifest) == gguf and calls == []
+    st = gguf.stat()
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert model_path(manifest) == gguf and calls == [gguf]
+    assert model_path(manifest) == gguf and calls == [gguf]
+
+
+@pytest.mark.faults
+def test_a_missing_file_is_named_and_its_manifest_removed(quant):
+    manifest, gguf = quant
+    gguf.unlink()
+    with pytest.raises(ToolFailed, match=rf"{gguf.name} is missing"):
+        model_path(manifest)
+    assert not manifest.exists()
+
+
+@pytest.mark.faults
+def test_a_changed_users_file_is_never_deleted_only_unlinked(tmp_path):
+    """local: a quant links the user's own GGUF. When that file changes, the link and manifest go (the rerun
+    links it again and measures it as it is now); the user's file stays."""
+    own = tmp_path / "mine/model-Q4.gguf"
+    own.parent.mkdir()
+    own.write_bytes(tiny_gguf("mine", n_floats=4096))
+    folder = tmp_path / "results/models/mine/Q4"
+    folder.mkdir(parents=True)
+    (folder / own.name).symlink_to(own)
+    write_manifest(folder / "manifest.json", "mine", "Q4", [folder / own.name], {"kind": "local"})
+    corrupt_middle(own, 1024)
+    with pytest.raises(ToolFailed, match="changed after"):
+        model_path(folder / "manifest.json")
+    assert own.is_file() and not (folder / own.name).is_symlink() and not (folder / "manifest.json").exists()
+
+
+@pytest.mark.faults
+def test_a_hub_blob_under_results_goes_with_its_link(tmp_path):
+    """A hub quant's file is a link into the workflow's own download folder: both go, so the rerun downloads it
+    again rather than relinking the damaged blob."""
+    blob = tmp_path / "results/models/qwen/hub/blobs/abc123"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(tiny_gguf("qwen", n_floats=4096))
+    folder = tmp_path / "results/models/qwen/hub/Q4_K_M"
+    folder.mkdir(parents=True)
+    (folder / "q.gguf").symlink_to(blob)
+    write_manifest(folder / "manifest.json", "qwen", "Q4_K_M", [folder / "q.gguf"], {"kind": "hub"})
+    corrupt_middle(blob, 1024)
+    with pytest.raises(ToolFailed, match="changed after"):
+        model_path(folder / "manifest.json")
+    assert not blob.exists() and not (folder / "q.gguf").is_symlink()
+
+
+@pytest.mark.faults
+def test_a_damaged_source_quant_takes_the_source_with_it(tmp_path):
+    """`source: true`: the quant is a hard link of the model's source file, so the source is damaged too and goes
+    as well (else the rerun would link the damaged bytes again and record their hash as good)."""
+    models = tmp_path / "results/models/smol"
+    (models / "F16").mkdir(parents=True)
+    source = models / "source.gguf"
+    source.write_bytes(tiny_gguf("smol", n_floats=4096))
+    quant = models / "F16/smol-F16.gguf"
+    quant.hardlink_to(source)
+    write_manifest(models / "F16/manifest.json", "smol", "F16", [quant], {"kind": "source", "from": str(source)})
+    corrupt_middle(quant, 1024)
+    with pytest.raises(ToolFailed, match="changed after"):
+        model_path(models / "F16/manifest.json")
+    assert not source.exists() and not quant.exists()

@@ -18,6 +18,7 @@ from ggufbench.llamacpp.perplexity_output import parse_kld, parse_perplexity
 from ggufbench.measure.shards.jobs import base_combine_job, combine_job, shard_job
 from ggufbench.measure.shards.plan import plan_shards, scored_tokens
 from tests.support import DATA
+from tests.support.models import quant_manifest
 
 SHARDED = DATA / "cpu-0.3.36" / "sharded"
 RUN = {"n_gpu_layers": 99, "flash_attn": "on"}
@@ -118,8 +119,7 @@ def test_a_failing_shard_job_names_why_and_leaves_no_record_nor_scratch(tmp_path
     write_json(tmp_path / "plan.json", {"result": plan})
     write_json(tmp_path / "tokens.json", {"ids": list(range(32))})
     write_json(tmp_path / "build.json", {"build": "cpu", "key": "k1", "backend": "CPU"})
-    write_json(tmp_path / "F16.json", {"model": "smol", "quant": "F16", "files": [
-        {"path": "smol-F16.gguf", "size": 1, "sha256": "s"}]})
+    manifest = quant_manifest(tmp_path / "F16", "smol", "F16")
     tool = tmp_path / "bin/llama-perplexity"  # marks that it ran, prints llama-perplexity's missing-model failure
     tool.parent.mkdir()
     tool.write_text(f"#!{sys.executable}\nimport sys\nopen({str(tmp_path / 'ran')!r}, 'w').close()\n"
@@ -131,7 +131,7 @@ def test_a_failing_shard_job_names_why_and_leaves_no_record_nor_scratch(tmp_path
              "no room": r"forecast at 1,000,000,000,000,000,000 bytes but .*scratch/ggufbench-kld/t/shard-0 has",
              "tool fails": "llama-perplexity exited with status 1"}[case]
     with pytest.raises(ToolFailed, match=match):
-        shard_job(tool, tmp_path / "build.json", tmp_path / "F16.json", {}, corpus, None, tmp_path / "plan.json",
+        shard_job(tool, tmp_path / "build.json", manifest, {}, corpus, None, tmp_path / "plan.json",
                   tmp_path / "tokens.json", 0, "f16", [], 2, RUN, {}, scratch_root, "t", out, tmp_path / "log")
     assert not out.exists() and (tmp_path / "ran").exists() == (case == "tool fails")
     assert not (scratch_root / "ggufbench-kld/t/shard-0").exists()

