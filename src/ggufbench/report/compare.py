@@ -2,9 +2,10 @@
 the measured noise (in the spirit of llama.cpp's scripts/compare-llama-bench.py, which prints a speedup per
 test; here each difference also carries the noise it is judged against).
 
-Noise: for PPL and KLD, llama.cpp's own ± of each side combined in quadrature (conservative: both builds score
-the same tokens, so their errors are correlated and the true noise of the difference is smaller); for speed,
-the wider of the two min-max ranges of the repetitions, relative to the median.
+Noise: for KLD, where both builds' per-chunk values are in the chunks table, the paired test of report.paired
+(the per-chunk differences' 95% interval: both builds score the same tokens against the same baseline);
+otherwise, and for PPL, llama.cpp's own ± of each side combined in quadrature. For speed, the wider of the two
+min-max ranges of the repetitions, relative to the median.
 """
 
 from __future__ import annotations
@@ -54,12 +55,43 @@ def compare_speed(bench: pd.DataFrame, base: str, other: str) -> pd.DataFrame:
     return out
 
 
+def with_paired(out: pd.DataFrame, chunks: pd.DataFrame, base: str, other: str) -> pd.DataFrame:
+    """KLD cells of two builds judged by the paired test on their shared chunks where both have them: the paired
+    half-width (95%, with the rounding bound) replaces the quadrature noise; `judged by` says which was used."""
+    from .paired import paired
+
+    if out.empty:
+        return out
+    ck = chunks[chunks["stage"] == "kld"] if chunks is not None and not chunks.empty and "kld" in chunks else None
+    halves, judged, beyond = [], [], []
+    for _, r in out.iterrows():
+        p = None
+        if ck is not None:
+            sel = [ck[(ck["build"] == b) & (ck["model"] == r["model"]) & (ck["quant"] == r["quant"])
+                      & (ck["ctx"] == r["ctx"]) & (ck["kv"] == r["kv"])] for b in (other, base)]
+            if all(len(x) > 1 for x in sel):
+                p = paired(sel[0], sel[1], "kld")
+        if p is not None and p["n_chunks"] > 1:
+            halves.append(p["half_width"])
+            judged.append(f"paired, {p['n_chunks']} chunks")
+            beyond.append(bool(p["resolved"]))
+        else:
+            halves.append(math.nan)
+            judged.append("quadrature")
+            beyond.append(bool(r["beyond noise"]))
+    out = out.copy()
+    out["paired ± (95%)"], out["judged by"], out["beyond noise"] = halves, judged, beyond
+    return out
+
+
 def compare_builds(tables: dict[str, pd.DataFrame], base: str, other: str) -> dict[str, pd.DataFrame]:
     out = {}
     if not tables["perplexity"].empty:
         out["perplexity"] = compare_quality(tables["perplexity"], "ppl", "ppl_uncertainty", KEYS_PPL, base, other)
     if not tables["kld"].empty:
-        out["kld"] = compare_quality(tables["kld"], "kld_mean", "kld_mean_uncertainty", KEYS_KLD, base, other)
+        out["kld"] = with_paired(
+            compare_quality(tables["kld"], "kld_mean", "kld_mean_uncertainty", KEYS_KLD, base, other),
+            tables.get("chunks"), base, other)
     if not tables["bench"].empty:
         out["bench"] = compare_speed(tables["bench"], base, other)
     return out

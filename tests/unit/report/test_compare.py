@@ -39,3 +39,29 @@ def test_compare_speed():
     assert out.loc["tg128", "beyond noise"] == False  # noqa: E712
     assert out.loc["pp512", "beyond noise"] == True  # noqa: E712
     assert out.loc["pp512", "speedup"] == pytest.approx(1100 / 1006.25)
+
+
+def test_kld_cells_of_two_builds_are_judged_by_the_paired_test_on_their_chunks(capture):
+    """Per-chunk KLD recovered from real captures (tests/data/cpu-0.3.36): two builds that scored the same
+    (bit-identical, as two builds of one source did) are not beyond noise; a build whose chunks are those of a
+    far better quant is, judged on its 12 chunks; a cell without chunks falls back to quadrature."""
+    from ggufbench.llamacpp.perplexity_output import kld_chunks, parse_kld
+    from ggufbench.report.compare import compare_builds
+
+    q2k, q8 = capture("kld_q2_k.txt"), capture("kld_q8_0.txt")
+    key = {"model": "m", "ctx": 512, "kv": "f16", "stage": "kld"}
+    kld, chunks = [], []
+    for build, quant, text in (("a", "Q2_K", q2k), ("b", "Q2_K", q2k), ("a", "Q4", q2k), ("b", "Q4", q8),
+                               ("a", "Q6", q2k), ("b", "Q6", q8)):
+        r = parse_kld(text)
+        kld.append({**key, "build": build, "quant": quant, "kld_mean": r.kld_mean,
+                    "kld_mean_uncertainty": r.kld_mean_uncertainty})
+        if quant != "Q6":  # Q6 has no chunk rows: quadrature
+            chunks += [{**key, "build": build, "quant": quant, **c} for c in kld_chunks(text)]
+    tables = {"perplexity": pd.DataFrame(), "bench": pd.DataFrame(), "kld": pd.DataFrame(kld),
+              "chunks": pd.DataFrame(chunks)}
+    out = compare_builds(tables, "a", "b")["kld"].set_index("quant")
+    assert out.loc["Q2_K", "diff"] == 0 and not out.loc["Q2_K", "beyond noise"]
+    assert out.loc["Q2_K", "judged by"] == "paired, 12 chunks"
+    assert out.loc["Q4", "beyond noise"] and out.loc["Q4", "judged by"] == "paired, 12 chunks"
+    assert out.loc["Q6", "judged by"] == "quadrature" and out.loc["Q6", "beyond noise"]
