@@ -13,13 +13,22 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def snakemake(workdir: Path, *args: str, configfile: str | Path | None = None, timeout: int = 3600,
-              check: bool = True) -> subprocess.CompletedProcess:
+              check: bool = True, max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """max_file_bytes: RLIMIT_FSIZE for snakemake and its jobs, a real write failure (EFBIG, "File too large")
+    for any file written past it, as a full disk gives ENOSPC."""
     cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     if configfile:
         cmd += ["--configfile", str(configfile)]
     cmd += list(args)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    limit = None
+    if max_file_bytes is not None:
+        import resource
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False,
+                          preexec_fn=limit)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"
                              f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")

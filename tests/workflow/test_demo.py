@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ggufbench.report.figures import FIGURES
-from tests.support.workflow import REPO, snakemake
+from tests.support.workflow import REPO, job_counts, snakemake
 
 pytestmark = pytest.mark.e2e
 QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]
@@ -238,8 +238,6 @@ def _dry_run_jobs(workdir, config: dict, tmp_path) -> tuple[dict, set]:
     cfg = tmp_path / "builds.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = snakemake(workdir, "-n", "--cores", "2", "reports/summary.html", configfile=cfg)
-    from ..support.workflow import job_counts
-
     builds = set(re.findall(r"wildcards: (?:.*, )?build=([^,\s]+)", proc.stdout))
     return job_counts(proc.stdout), builds
 
@@ -332,6 +330,30 @@ def test_demo_report_in_chromium(demo, tmp_path, capsys):
     rows = {t["id"]: t["rows"] for t in info["tables"]}
     assert rows["scoreboard-cpu-smollm2-135m"] == 6
     assert any("No VRAM measured" in e for e in info["empty"])
+
+
+@pytest.mark.faults
+def test_tables_that_failed_to_write_are_made_again_by_a_plain_rerun(demo, tmp_path):
+    """The issue's case: the aggregate failed part-way (there, disk full; here a real EFBIG, "File too large",
+    from a 50 KB file-size limit) and the tables were gone. The failed job leaves no table; a plain rerun
+    without the limit makes them again and the report after them. (The aggregate is made to run by a new
+    bench.noise_threshold_pct: Snakemake 9 ignores a touched input whose checksum it has recorded.)"""
+    workdir, _ = demo
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["bench"]["noise_threshold_pct"] = 2
+    cfg = tmp_path / "noise.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = snakemake(workdir, "--cores", "1", "reports/summary.html", configfile=cfg, check=False,
+                     max_file_bytes=50_000)
+    assert proc.returncode != 0
+    assert "File too large" in (workdir / "logs/report/aggregate.log").read_text()
+    assert not (workdir / "results/tables/kld.parquet").exists()
+    counts = job_counts(snakemake(workdir, "-n", "--cores", "1", "reports/summary.html", configfile=cfg).stdout)
+    assert counts["aggregate"] == 1 and counts["summary_report"] == 1 and "llama_bench" not in counts
+    html = workdir / "reports/summary.html"
+    before = html.stat().st_mtime
+    snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=cfg)
+    assert (workdir / "results/tables/kld.parquet").exists() and html.stat().st_mtime > before
 
 
 # Last, because it changes the demo's Q2_K: a quant corrupted after it was made ---------------------------------
