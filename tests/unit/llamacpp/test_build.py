@@ -100,7 +100,7 @@ def test_a_truncated_binary_in_the_build_cache_is_built_again_not_reused(tmp_pat
     tool.write_bytes(tool.read_bytes()[:1000])
     log = tmp_path / "log"
     assert not _reusable(done, log) and not done.exists()
-    assert f"cached build {done}: bin/llama-perplexity is 1,000 bytes, 80,004 were cached; removed it" in \
+    assert f"cached build {done}: bin/llama-perplexity is 1,000 bytes, its record says 80,004; removed it" in \
         log.read_text()
 
 
