@@ -16,9 +16,14 @@ from ..core.errors import ToolFailed
 from ..core.units import GIB
 
 
+def scored_per_chunk(n_ctx: int) -> int:
+    """Tokens llama-perplexity scores (and stores logits of) in each chunk: its second half, less the last."""
+    return n_ctx - 1 - n_ctx // 2
+
+
 def logits_file_size(n_ctx: int, n_vocab: int, n_chunk: int) -> int:
     nv = 2 * ((n_vocab + 1) // 2) + 4
-    return 20 + 4 * n_ctx * n_chunk + 2 * n_chunk * (n_ctx - 1 - n_ctx // 2) * nv
+    return 20 + 4 * n_ctx * n_chunk + 2 * n_chunk * scored_per_chunk(n_ctx) * nv
 
 
 def n_chunks_used(n_tokens: int, n_ctx: int, chunks: int | None) -> int:

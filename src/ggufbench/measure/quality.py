@@ -13,7 +13,6 @@ from ..llamacpp import logits as kld_mod
 from ..llamacpp.cli import perplexity_args
 from ..llamacpp.emulate import emulated_gpu
 from ..llamacpp.gguf import gguf_metadata, kv_shape
-from ..llamacpp.logits import read_logits_tokens
 from ..llamacpp.perplexity_output import parse_kld, parse_perplexity
 from ..llamacpp.run import ToolRun, run_tool
 from ..llamacpp.tokenize import count_tokens
@@ -28,13 +27,9 @@ def run_measurement(cmd: list, log, build: dict, gpu: dict) -> tuple[ToolRun, di
         return run_tool(cmd, log), emulation
 
 
-# llama-perplexity scores the second half of each chunk: n_ctx - 1 - n_ctx/2 tokens. It prints no KLD statistics
+# llama-perplexity scores the second half of each chunk (logits.scored_per_chunk). It prints no KLD statistics
 # below 100 scored tokens (perplexity.cpp: "if (kld.count < 100) return"); a PPL gets the same floor here.
 MIN_SCORED_TOKENS = 100
-
-
-def scored_tokens(n_tokens: int, ctx: int, chunks: int | None) -> int:
-    return kld_mod.n_chunks_used(n_tokens, ctx, chunks) * (ctx - 1 - ctx // 2)
 
 
 def check_corpus(n_tokens: int, ctx: int, chunks: int | None, key: str) -> None:
@@ -43,10 +38,11 @@ def check_corpus(n_tokens: int, ctx: int, chunks: int | None, key: str) -> None:
     if n_tokens < 2 * ctx:
         raise ToolFailed(f"too few tokens: the corpus has {n_tokens:,} tokens, {2 * ctx} tokens needed for ctx {ctx} "
                          f"(two contexts); use a longer corpus or a smaller {key}.ctx")
-    scored = scored_tokens(n_tokens, ctx, chunks)
+    per_chunk = kld_mod.scored_per_chunk(ctx)
+    scored = kld_mod.n_chunks_used(n_tokens, ctx, chunks) * per_chunk
     if scored < MIN_SCORED_TOKENS:
         raise ToolFailed(f"{key}: ctx {ctx} with --chunks {chunks} scores {scored} tokens, fewer than "
-                         f"{MIN_SCORED_TOKENS} (each chunk scores its second half, {ctx - 1 - ctx // 2} tokens): "
+                         f"{MIN_SCORED_TOKENS} (each chunk scores its second half, {per_chunk} tokens): "
                          f"raise {key}.chunks or {key}.ctx")
 
 
@@ -76,14 +72,14 @@ def _mem_available() -> int | None:
     return None
 
 
-def precheck(tool, model: Path, corpus, ctx: int, chunks, key: str, log) -> int:
+def precheck(tool, model: Path, corpus, ctx: int, chunks, key: str, log) -> tuple[int, int]:
     """The checks before any pass: context bounds, then the corpus's tokens (llama-tokenize, vocabulary-only load).
-    Returns the token count."""
+    Returns (token count, n_vocab)."""
     n_vocab = gguf_metadata(model)["n_vocab"]
     check_context(model, n_vocab, ctx, key)
     n_tokens = count_tokens(Path(tool).with_name("llama-tokenize"), model, Path(corpus), log)
     check_corpus(n_tokens, ctx, int(chunks) if chunks else None, key)
-    return n_tokens
+    return n_tokens, n_vocab
 
 
 def perplexity_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks, threads: int,
@@ -111,8 +107,7 @@ def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: 
     model = model_path(manifest)
     logits_out = Path(logits_out)
     logits_out.parent.mkdir(parents=True, exist_ok=True)
-    n_vocab = gguf_metadata(model)["n_vocab"]
-    n_tokens = precheck(tool, model, corpus, ctx, chunks, "kld", log)
+    n_tokens, n_vocab = precheck(tool, model, corpus, ctx, chunks, "kld", log)
     fc = kld_mod.forecast(ctx, n_vocab, n_tokens, chunks, max_logits_gib, logits_out.parent)
     with open(log, "a") as f:
         f.write(f"# logits forecast: {fc.to_dict()}\n")
@@ -147,7 +142,7 @@ def check_baseline_logits(logits: Path, base_record: Path, base: dict, n_vocab: 
     with the record, so a plain rerun redoes the baseline pass and every KLD against it."""
     res, params = base["result"], base["params"]
     try:
-        n_ctx, nv, n_chunk, _ = read_logits_tokens(logits)
+        n_ctx, nv, n_chunk, _ = kld_mod.read_logits_tokens(logits)
         want = (params["ctx"], n_vocab, res.get("n_chunks"))
         why = None if (n_ctx, nv, n_chunk) == want or want[2] is None and (n_ctx, nv) == want[:2] else (
             f"holds {n_chunk} chunks of ctx {n_ctx} for n_vocab {nv}; its baseline record is {want[2]} chunks of "

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..core.io import atomic_path, read_json
 from ..llamacpp.bench_output import summarize
+from ..llamacpp.logits import scored_per_chunk
 from ..measure.tuner import setting_label
 
 PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
@@ -92,7 +93,7 @@ def chunks_rows(records: list[dict]) -> pd.DataFrame:
         base = {"stage": r["stage"], "build": prov["build"], "model": prov["model"], "quant": prov["quant"],
                 "ctx": ctx, "kv": params.get("kv"), "file_sha256": prov.get("file_sha256"),
                 "baseline_sha256": prov.get("baseline_sha256"), "corpus_sha256": prov.get("corpus_sha256"),
-                "n_tokens_scored": ctx - 1 - ctx // 2}
+                "n_tokens_scored": scored_per_chunk(ctx)}
         for c in r["result"]["chunks"]:
             c = dict(c)
             if "ln_ppl" in c:  # PPL mode: the same statistic as KLD mode's ln PPL(Q)

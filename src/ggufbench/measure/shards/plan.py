@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from ...core.errors import ConfigError, ToolFailed
 from ...core.units import GIB
-from ...llamacpp.logits import logits_file_size, n_chunks_used
+from ...llamacpp.logits import logits_file_size, n_chunks_used, scored_per_chunk
 from .text import cuttable, first_token
 
 
@@ -100,4 +100,4 @@ def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, dis
 
 def scored_tokens(n_chunk: int, n_ctx: int) -> int:
     """Tokens llama-perplexity scores over n_chunk chunks: the second half of each, less the last."""
-    return n_chunk * (n_ctx - 1 - n_ctx // 2)
+    return n_chunk * scored_per_chunk(n_ctx)
