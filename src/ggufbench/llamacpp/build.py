@@ -27,10 +27,13 @@ from pathlib import Path
 from ..core.cache import check_tree, exclusive, fingerprint, note, pypi_download, remove_stale_work
 from ..core.errors import ConfigError, ToolFailed
 from ..core.io import atomic_path, sha256_file, write_json
+from .features import MINIMUM, check_source, optional_tools, probe
 from .run import run_tool
 
-# What the workflow runs: measurement tools, llama-server (proven commands), llama-fit-params (what --fit decides).
-TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize", "llama-server", "llama-fit-params")
+# What the workflow runs: measurement tools, llama-server (proven commands); every build has them (the rule's
+# outputs). llama-fit-params (what --fit decides) is built too where the source has it (features.OPTIONAL_TOOLS).
+TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize", "llama-server")
+KEYED_TOOLS = (*TOOLS, "llama-fit-params")  # part of the build key as it was before fit-params became optional
 
 
 def cache_dir(configured: str | None = None) -> Path:
@@ -98,9 +101,13 @@ def _single_top(folder: Path) -> Path:
 
 
 def _check_tree(src: Path, where: str) -> Path:
-    if not (src / "CMakeLists.txt").is_file() or not (src / "tools" / "perplexity").is_dir():
+    if not (src / "CMakeLists.txt").is_file() or not (src / "src" / "llama.cpp").is_file():
         raise ConfigError(f"{where}: {src} is not a llama.cpp source tree (expected CMakeLists.txt and "
-                          "tools/perplexity/)")
+                          "src/llama.cpp)")
+    if not (src / "tools" / "perplexity").is_dir():
+        raise ConfigError(f"{where}: this llama.cpp is too old for ggufbench (its tools are still under "
+                          f"examples/, not tools/): ggufbench needs {MINIMUM}")
+    check_source(src, where)
     return src
 
 
@@ -196,6 +203,56 @@ def check_toolkit(archs: str, nvcc_ver: str | None) -> None:
                           "it for --sdm conda), or build for an older architecture")
 
 
+# A CPU that lists AMX, on a machine where AMX tile instructions fault (seen on a VM whose kernel grants the
+# permission but whose ldtilecfg raises a general protection fault): -march=native would compile ggml's AMX
+# kernels and every matmul would die of SIGSEGV. A tiny program, compiled and run once, tells.
+_AMX_PROBE = r"""
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void *use(void *arg) {
+    unsigned char cfg[64] __attribute__((aligned(64)));
+    memset(cfg, 0, sizeof cfg);
+    cfg[0] = 1; cfg[16] = 64; cfg[48] = 16;   /* palette 1; tile 0: 16 rows of 64 bytes */
+    _tile_loadconfig(cfg); _tile_zero(0); _tile_release();
+    return arg;
+}
+int main(void) {
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */)) return 2;
+    pthread_t t;  /* ggml's matmuls run in worker threads */
+    use(0); pthread_create(&t, 0, use, 0); pthread_join(t, 0);
+    return 0;
+}
+"""
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def amx_faults() -> str | None:
+    """Why AMX must be left out of a native build on this machine, or None (no AMX, or it works)."""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if "amx_tile" not in flags.split() or not cc:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        src, exe = Path(d) / "amx.c", Path(d) / "amx"
+        src.write_text(_AMX_PROBE)
+        if subprocess.run([cc, "-O1", "-mamx-tile", "-pthread", str(src), "-o", str(exe)], capture_output=True,
+                          check=False).returncode != 0:
+            return None
+        rc = subprocess.run([str(exe)], capture_output=True, check=False).returncode
+    if rc < 0 or rc == 2:
+        why = f"killed by signal {-rc}" if rc < 0 else "the kernel refused the AMX permission"
+        return f"the CPU lists AMX but an AMX tile program was {why} here: built with {NO_AMX}"
+    return None
+
+
 def cmake_args(build: dict, ident: dict) -> list[str]:
     """CMake cache entries for this build (order is stable: it is part of the build key)."""
     args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
@@ -209,6 +266,8 @@ def cmake_args(build: dict, ident: dict) -> list[str]:
     # Provenance the binary itself reports (llama-bench's build_commit): only a real commit.
     if ident.get("commit"):
         args.append(f"-DLLAMA_BUILD_COMMIT={ident['commit'][:12]}")
+    if build.get("native", True) and build.get("amx_faults"):
+        args += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
     args += [str(a) for a in build.get("cmake_args", [])]
     return args
 
@@ -232,7 +291,7 @@ def toolchain(cuda: bool) -> dict:
 def build_key(ident: dict, args: list[str], tc: dict) -> str:
     keyed = {"source": {k: v for k, v in ident.items() if k != "path" or ident["kind"] == "local_dir"},
              "cmake_args": args, "cxx_version": tc["cxx_version"], "nvcc_version": tc["nvcc_version"],
-             "tools": TOOLS}
+             "tools": KEYED_TOOLS}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -264,8 +323,8 @@ def _reusable(done: Path, log: str | Path | None) -> bool:
         if missing:
             why = f"bin/{missing[0]} is missing"
         else:
-            write_json(done / "build.json", {**recorded, "files": {f"bin/{t}": fingerprint(done / "bin" / t)
-                                                                   for t in TOOLS}})
+            write_json(done / "build.json", {**recorded, "files": {f"bin/{p.name}": fingerprint(p)
+                                                                   for p in sorted((done / "bin").iterdir())}})
             return True
     else:
         why = check_tree(done, files)
@@ -287,6 +346,10 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
         archs, arch_note = resolve_cuda_architectures(build.get("cuda_architectures", "native"))
         check_toolkit(archs, tc["nvcc_version"])
         build = {**build, "resolved_cuda_architectures": archs}
+    amx = amx_faults() if build.get("native", True) else None
+    if amx:
+        note(log, amx)
+        build = {**build, "amx_faults": amx}
     args = cmake_args(build, ident)
     key = build_key(ident, args, tc)
     builds = cache / "builds"
@@ -298,26 +361,32 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
         reused = _reusable(done, log)
         if not reused:
             work = builds / f"{key}.work-{os.getpid()}"
+            targets = [*TOOLS, *optional_tools(src)]
             run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", tc["generator"], *args], log)
             run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
-                      "--target", *TOOLS], log)
+                      "--target", *targets], log)
             (work / "bin").mkdir()
-            for t in TOOLS:
+            for t in targets:
                 shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
             shutil.rmtree(work / "cmake")
             write_json(work / "build.json", {"key": key, "files": {f"bin/{t}": fingerprint(work / "bin" / t)
-                                                                   for t in TOOLS}})
+                                                                   for t in targets}})
             shutil.rmtree(done, ignore_errors=True)
             work.rename(done)
+        built = sorted(p.name for p in (done / "bin").iterdir())
         (out_dir / "bin").mkdir(parents=True, exist_ok=True)
-        for t in TOOLS:
+        for old in (out_dir / "bin").iterdir():  # a tool an earlier version of this build had, this one lacks
+            if old.name not in built:
+                old.unlink()
+        for t in built:
             with atomic_path(out_dir / "bin" / t) as tmp:
                 shutil.copy2(done / "bin" / t, tmp)
     version = parse_version(run_tool([str(out_dir / "bin" / "llama-bench"), "--version"], log).output)
+    feats = probe(out_dir / "bin", built)
     return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
             "commit": ident.get("commit") or version.get("binary_commit") or "unknown",
             "cmake_args": args, "toolchain": tc, **version,
             "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,
-            "cuda_architectures_from": arch_note,
-            "tools": list(TOOLS)}
+            "cuda_architectures_from": arch_note, "amx": amx,
+            "tools": built, "features": feats}

@@ -1,5 +1,6 @@
 """Command lines of llama.cpp's tools, built from the workflow's settings: llama-perplexity's common flags,
-llama-bench's offload flags and calls, llama-server's flags for a measured setting."""
+llama-bench's offload flags and calls, llama-server's flags for a measured setting. Each takes the build's record,
+so the flags are the ones that build's llama.cpp takes (features.py: -fa's form, whether --fit exists)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import shlex
 from pathlib import Path
 
 from ..core.config import kv_pair
+from .features import features, flash_attn_args, require_bench_n_cpu_moe, require_cache_types, require_fit
 
 
 def perplexity_args(tool: str, model: Path, build: dict, ctx: int, kv: str, threads: int, run: dict) -> list:
+    require_cache_types(build, [kv], f"the KV type {kv!r} (perplexity.kv, kld.kv)")
     k, v = kv_pair(kv)
-    args = [tool, "-m", model, "-c", ctx, "-t", threads, "-fa", run["flash_attn"],
+    args = [tool, "-m", model, "-c", ctx, "-t", threads, *flash_attn_args(build, run["flash_attn"]),
             "-ctk", k, "-ctv", v]
     if build.get("backend") == "CUDA":
         args += ["-ngl", run["n_gpu_layers"]]
@@ -42,42 +45,49 @@ def depths(plan: dict, context: int | None) -> list[int]:
     return [context - top]
 
 
-def bench_cmd(tool, model, plan: dict, inv: dict, threads: list[int], gpu_build: bool, run: dict) -> list:
+def bench_cmd(tool, model, plan: dict, inv: dict, threads: list[int], build: dict, run: dict) -> list:
     """The llama-bench call for one invocation (bench jobs) or one probe (the tuner)."""
+    if "fit_target" in inv:
+        require_fit(build, f"bench strategy {inv.get('strategy', '--fit')!r}")
+    if "n_cpu_moe" in inv:
+        require_bench_n_cpu_moe(build, f"bench strategy {inv.get('strategy', '--n-cpu-moe')!r}")
+    require_cache_types(build, [inv.get("kv", "f16")], "bench.kv")
     k, v = kv_pair(inv.get("kv", "f16"))
     cmd = [tool, "-m", model, "-o", "jsonl",
            "-p", ",".join(str(p) for p in plan["prompt"]),
            "-n", ",".join(str(n) for n in plan["gen"]),
            "-d", ",".join(str(d) for d in depths(plan, inv.get("context"))),
            "-r", plan["repetitions"], "-t", ",".join(str(t) for t in threads),
-           "-fa", run["flash_attn"], "-ctk", k, "-ctv", v]
+           *flash_attn_args(build, run["flash_attn"], "llama-bench"), "-ctk", k, "-ctv", v]
     if inv.get("batch") is not None:
         cmd += ["-b", inv["batch"]]
     if inv.get("ubatch") is not None:
         cmd += ["-ub", inv["ubatch"]]
-    cmd += setting_args(inv, gpu_build, run["n_gpu_layers"])
+    cmd += setting_args(inv, build.get("backend") == "CUDA", run["n_gpu_layers"])
     cmd += [str(a) for a in plan["extra_args"]]
     return cmd
 
 
 def server_args(model: str | Path, context: int, setting: dict, type_k: str, type_v: str, threads: int | None,
-                run: dict, gpu_build: bool) -> list[str]:
+                run: dict, build: dict) -> list[str]:
     """llama-server's flags for a measured setting: the same offload, KV types, threads and -b/-ub as measured.
     --fit is on by default in llama-server and would move what the setting places, so it is off unless the
-    setting is a fit (then --fit on with its margin)."""
+    setting is a fit (then --fit on with its margin); a llama.cpp from before --fit gets neither."""
     args = ["-m", str(model), "-c", str(context)]
-    if gpu_build:
+    fit_off = ["--fit", "off"] if features(build)["fit"] else []
+    if build.get("backend") == "CUDA":
         if setting.get("fit_target"):
+            require_fit(build, "the server check's --fit setting")
             args += ["--fit", "on", "--fit-target", str(setting["fit_target"])]
         else:
-            args += ["-ngl", str(setting.get("n_gpu_layers", run["n_gpu_layers"])), "--fit", "off"]
+            args += ["-ngl", str(setting.get("n_gpu_layers", run["n_gpu_layers"])), *fit_off]
         if setting.get("n_cpu_moe"):
             args += ["-ncmoe", str(setting["n_cpu_moe"])]
         if setting.get("override_tensor"):
             args += ["-ot", str(setting["override_tensor"])]
     else:
-        args += ["--fit", "off"]
-    args += ["-fa", run["flash_attn"], "-ctk", type_k, "-ctv", type_v]
+        args += fit_off
+    args += [*flash_attn_args(build, run["flash_attn"]), "-ctk", type_k, "-ctv", type_v]
     if threads:
         args += ["-t", str(threads)]
     if setting.get("batch"):

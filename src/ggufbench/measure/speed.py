@@ -11,6 +11,7 @@ from ..core.io import read_json, record, tool_info, write_json
 from ..llamacpp.bench_output import parse_bench_jsonl, summarize
 from ..llamacpp.cli import bench_cmd
 from ..llamacpp.emulate import emulated_gpu
+from ..llamacpp.features import features
 from ..llamacpp.gguf import gguf_metadata
 from ..llamacpp.nvml import VramSampler, gpu_info
 from ..llamacpp.oom import bench_needs_diagnosis, memory_failure
@@ -72,7 +73,7 @@ def bench_job(tool, build_json, manifest, plan: dict, strategy: str, spec: dict,
     rows, calls, outputs = [], [], []
     with emulated_gpu(gpu.get("emulate_free_gib"), gpu_build) as emulation:
         for inv in invocations(plan, strategy, spec):
-            cmd = bench_cmd(tool, model, plan, inv, thread_list, gpu_build, run)
+            cmd = bench_cmd(tool, model, plan, inv, thread_list, build, run)
             setting = {k: inv[k] for k in inv if k != "strategy"}
             t0 = time.monotonic()
             with VramSampler() as vram:
@@ -139,7 +140,7 @@ def tune_job(tool, build_json, manifest, budget_gib: float, context: int, plan: 
 
     def call(setting: dict, thread_list: list[int]):
         inv = {**setting, "context": context if contexts else None}
-        cmd = bench_cmd(tool, model, probe_plan, inv, thread_list, True, run)
+        cmd = bench_cmd(tool, model, probe_plan, inv, thread_list, build, run)
         with VramSampler() as vram:
             try:
                 return run_bench(cmd, log), vram, None
@@ -157,7 +158,7 @@ def tune_job(tool, build_json, manifest, budget_gib: float, context: int, plan: 
         return p
 
     with emulated_gpu(budget_gib, build.get("backend") == "CUDA", at_most=True) as emulation:
-        res = tune(measure, int(meta["block_count"]), budget_gib * 1024)
+        res = tune(measure, int(meta["block_count"]), budget_gib * 1024, fit=features(build)["fit"])
         curve = []
         if res.best is not None and plan.get("threads"):
             r, vram, why = call(res.best.setting, list(plan["threads"]))

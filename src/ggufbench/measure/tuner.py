@@ -111,9 +111,10 @@ def tune_n_cpu_moe(measure: Callable[[int], Probe], n_layer: int, budget_mib: fl
     return result
 
 
-def tune(measure: Callable[[dict], Probe], n_layer: int, budget_mib: float) -> TuneResult:
+def tune(measure: Callable[[dict], Probe], n_layer: int, budget_mib: float, fit: bool = True) -> TuneResult:
     """Every family above; measure(setting) runs one probe of a llama-bench offload setting (keys n_cpu_moe,
-    override_tensor, fit_target) and returns its Probe."""
+    override_tensor, fit_target) and returns its Probe. fit=False: a llama.cpp without --fit, no fit probes."""
+    margins = FIT_MARGINS if fit else ()
     probes: list[Probe] = []
     seen: dict[tuple, Probe] = {}
 
@@ -127,11 +128,11 @@ def tune(measure: Callable[[dict], Probe], n_layer: int, budget_mib: float) -> T
         return seen[key]
 
     refs = [probe({"override_tensor": "exps=CPU"}, "reference")]
-    refs += [probe({"fit_target": m}, "reference") for m in FIT_MARGINS]
+    refs += [probe({"fit_target": m}, "reference") for m in margins]
 
     ncmoe = tune_n_cpu_moe(lambda n: probe({"n_cpu_moe": n}, "n_cpu_moe"), n_layer, budget_mib)
 
-    fitting_margins = sorted(m for m in FIT_MARGINS if seen[(("fit_target", m),)].fits(budget_mib))
+    fitting_margins = sorted(m for m in margins if seen[(("fit_target", m),)].fits(budget_mib))
     if fitting_margins:  # bisect the margin below the smallest that fits: the least left unused that still fits
         lo, hi = 0, fitting_margins[0]
         while hi - lo > FIT_FLOOR_MIB:
@@ -151,7 +152,7 @@ def tune(measure: Callable[[dict], Probe], n_layer: int, budget_mib: float) -> T
 
     fitting = [p for p in probes if p.fits(budget_mib)]
     result = TuneResult(budget_mib, n_layer, None, probes,
-                        full_sweep_runs=len(FIT_MARGINS) + 1 + (n_layer + 1) + 2 * n_layer + 1024 // FIT_FLOOR_MIB)
+                        full_sweep_runs=len(margins) + 1 + (n_layer + 1) + 2 * n_layer + 1024 // FIT_FLOOR_MIB)
     fitting_refs = [p for p in refs if p.fits(budget_mib)]
     result.best_reference = max(fitting_refs, key=lambda p: p.tg_ts) if fitting_refs else None
     if not fitting:

@@ -434,7 +434,16 @@ def builds_comparison(tables: dict[str, pd.DataFrame]) -> str:
         return _macro("builds_compared")(None)
     comparisons = []
     base = builds[0]
+    by = tables["builds"].set_index("build")
+
+    def llama(b: str) -> str:
+        r = by.loc[b]
+        return f"{str(r.get('llama_cpp_commit') or '?')[:12]}" + (
+            f" ({_source_text(r.get('source'))})" if r.get("source") else "")
+
     for other in builds[1:]:
+        same = str(by.loc[base].get("llama_cpp_commit")) == str(by.loc[other].get("llama_cpp_commit"))
+        what = {"base_llama": llama(base), "other_llama": llama(other), "same_commit": same}
         for name, df in compare_builds(tables, base, other).items():
             if df.empty:
                 continue
@@ -446,7 +455,7 @@ def builds_comparison(tables: dict[str, pd.DataFrame]) -> str:
             flagged = list(df["beyond noise"])
             table = _table(shown, f"compare-{name}-{other}", set(shown.columns[len(df.columns) - 5:]),
                            row_class=lambda i, f=flagged: "pick" if f[i] else None)
-            comparisons.append({"name": name, "other": other, "base": base, "flagged": n_flag, "cells": len(df),
+            comparisons.append({**what, "name": name, "other": other, "base": base, "flagged": n_flag, "cells": len(df),
                                 "table": table, "folded": not (n_flag or len(df) <= 12)})
     return _macro("builds_compared")(comparisons)
 

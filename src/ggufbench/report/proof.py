@@ -40,7 +40,7 @@ def server_check_job(server_bin, build_json, records: dict, manifests: dict[str,
     with emulated_gpu(budget_gib if gpu_build else None, gpu_build, at_most=True) as emulation:
         for cand in ranked[: server["max_attempts"]]:
             args = server_args(model_path(manifests[cand["quant"]]), context, cand["spec"], cand["type_k"],
-                               cand["type_v"], cand["threads"], run, gpu_build)
+                               cand["type_v"], cand["threads"], run, build)
             attempt = {"quant": cand["quant"], "kv": cand["kv"], "strategy": cand["strategy"],
                        "threads": _plain(cand["threads"]), "need_bytes": _plain(cand["need_bytes"]),
                        "basis": cand["basis"], "command": paste_ready(server_bin, args)}
