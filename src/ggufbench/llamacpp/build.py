@@ -382,7 +382,7 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
             with atomic_path(out_dir / "bin" / t) as tmp:
                 shutil.copy2(done / "bin" / t, tmp)
     version = parse_version(run_tool([str(out_dir / "bin" / "llama-bench"), "--version"], log).output)
-    feats = probe(out_dir / "bin", built)
+    feats = probe(out_dir / "bin")
     return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
             "commit": ident.get("commit") or version.get("binary_commit") or "unknown",

@@ -16,6 +16,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from ..core.config import kv_pair
 from ..core.errors import ConfigError
 
 # The floor, read from the source: (files, text that one of them must hold, what the workflow needs it for). All of it
@@ -73,10 +74,9 @@ def parse_features(perplexity_help: str, bench_help: str, quantize_help: str) ->
     }
 
 
-def probe(bin_dir: Path, tools: list[str]) -> dict:
-    feats = parse_features(_help(bin_dir / "llama-perplexity"), _help(bin_dir / "llama-bench"),
-                           _help(bin_dir / "llama-quantize"))
-    return {**feats, "tools": sorted(tools)}
+def probe(bin_dir: Path) -> dict:
+    return parse_features(_help(bin_dir / "llama-perplexity"), _help(bin_dir / "llama-bench"),
+                          _help(bin_dir / "llama-quantize"))
 
 
 def features(build: dict) -> dict:
@@ -110,8 +110,6 @@ def require_cache_types(build: dict, kvs: list[str], key: str) -> None:
     allowed = features(build).get("cache_types")
     if not allowed:
         return
-    from ..core.config import kv_pair
-
     for kv in kvs:
         for t in kv_pair(kv):
             if t not in allowed:
