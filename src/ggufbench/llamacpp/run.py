@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ToolFailed
+from ..core.proc import end_with_parent, tool_preexec
 
 
 @dataclass
@@ -49,11 +50,12 @@ def run_tool(cmd: list[str], log_path: str | Path | None = None, env: dict | Non
     try:
         if log:
             log.write(f"$ {shlex.join(cmd)}\n")
+        end_with_parent()  # a kill -9 of Snakemake ends this job, and so its tool (core.proc)
         t0 = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE if separate_stdout else subprocess.STDOUT,
-                                    env={**os.environ, **(env or {})})
+                                    env={**os.environ, **(env or {})}, preexec_fn=tool_preexec)
         except FileNotFoundError as e:
             raise ToolFailed(f"{cmd[0]} not found: was the build step run? ({e})") from e
         except PermissionError as e:

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from ..core.errors import DoesNotFit, ToolFailed
+from ..core.proc import end_with_parent, tool_preexec
 from .nvml import VramSampler
 from .oom import memory_failure
 
@@ -79,7 +80,8 @@ def check(server_bin: str | Path, args: list[str], prompt: str, n_predict: int, 
     start = log.stat().st_size
     with VramSampler() as vram, open(log, "ab") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        end_with_parent()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=tool_preexec)
         failed = None
         try:
             health = None

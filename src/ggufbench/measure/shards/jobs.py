@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import shutil
-import signal
 from pathlib import Path
 
 from ...core.config import kv_pair
 from ...core.errors import ToolFailed
 from ...core.io import read_json, record, tool_info, write_json
+from ...core.proc import unwind_on_sigterm
 from ...core.units import GIB
 from ...llamacpp import logits as kld_mod
 from ...llamacpp.cli import perplexity_args
@@ -61,18 +61,11 @@ def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx:
     return rec
 
 
-def _raise_on_sigterm() -> None:
-    """A job killed with SIGTERM (Snakemake stopping, Slurm's time limit) unwinds, so the scratch logits go."""
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus, corpus_json, plan_json, tokens_json,
               shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, gpu: dict, scratch_root,
               tag: str, out, log) -> dict:
     """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch."""
-    _raise_on_sigterm()
+    unwind_on_sigterm()  # a job killed with SIGTERM unwinds, so the scratch logits go
     build = read_json(build_json)
     plan = read_json(plan_json)["result"]
     ids = read_json(tokens_json)["ids"]
