@@ -10,7 +10,7 @@ bin=${1:?usage: capture_version.sh BIN_DIR OUT_DIR}; out=${2:?usage: capture_ver
 read -r -a fa_ppl <<< "${FA_PPL:--fa on}"; read -r -a fa_bench <<< "${FA_BENCH:--fa on}"
 m=results/models/smollm2-135m/quantized; corpus=results/data/pydocs/corpus.txt
 mkdir -p "$out"; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-"$bin/llama-bench" --version > "$out/version.txt" 2>&1
+"$bin/llama-perplexity" --version > "$out/version.txt" 2>&1
 for t in llama-perplexity llama-bench llama-quantize; do "$bin/$t" --help > "$out/help_$t.txt" 2>&1 || true; done
 ppl=("$bin/llama-perplexity" -c 512 -t 2 "${fa_ppl[@]}" -f "$corpus" --chunks 12)
 "${ppl[@]}" -m $m/Q8_0/smollm2-135m-Q8_0.gguf > "$out/ppl_q8_0_kv-f16.txt" 2>&1

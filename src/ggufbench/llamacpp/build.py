@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..core.cache import check_tree, exclusive, fingerprint, note, pypi_download, remove_stale_work
 from ..core.errors import ConfigError, ToolFailed
-from ..core.io import atomic_path, sha256_file, write_json
+from ..core.io import atomic_path, mismatch, read_json, sha256_file, write_json
 from .features import MINIMUM, check_source, optional_tools, probe
 from .run import run_tool
 
@@ -296,11 +296,15 @@ def build_key(ident: dict, args: list[str], tc: dict) -> str:
 
 
 def parse_version(text: str) -> dict:
-    """`version: 0.5.0-dev (build 1, commit 0c1e570)` / `built with GNU 12.2.0 for Linux x86_64`."""
+    """llama-perplexity --version, in either form: `version: 0.5.0-dev (build 1, commit 0c1e570)` / `built with
+    GNU 12.2.0 for Linux x86_64` (2026), or `version: 1 (4227c9be4268)` / `built with cc (Debian 12.2.0-14) 12.2.0
+    for x86_64-linux-gnu` (2025, the build number alone)."""
     out: dict = {}
     m = re.search(r"version:\s*(\S+)\s*\(build (\d+), commit (\S+?)\)", text)
     if m:
         out.update(version=m.group(1), build_number=int(m.group(2)), binary_commit=m.group(3))
+    elif m := re.search(r"version:\s*(\d+)\s*\(([0-9a-f]+|unknown)\)", text):
+        out.update(version=m.group(1), build_number=int(m.group(1)), binary_commit=m.group(2))
     m = re.search(r"built with (.+?) for ([^\n]+)", text)
     if m:
         out.update(built_with=m.group(1), target=m.group(2).strip())
@@ -339,6 +343,7 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
                     cache: Path | None = None) -> dict:
     """Build (or reuse from the cache) and copy the tools into out_dir/bin; return the build record."""
     cache = cache or cache_dir()
+    spec = dict(build)  # as configured: what ensure_tool builds again from
     src, ident = fetch_source(build["source"], cache, log)
     tc = toolchain(bool(build.get("cuda", False)))
     arch_note = None
@@ -373,15 +378,16 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
                                                                    for t in targets}})
             shutil.rmtree(done, ignore_errors=True)
             work.rename(done)
-        built = sorted(p.name for p in (done / "bin").iterdir())
+        built = sorted(p.name for p in (done / "bin").iterdir() if not p.name.startswith("."))  # not the stamps
         (out_dir / "bin").mkdir(parents=True, exist_ok=True)
         for old in (out_dir / "bin").iterdir():  # a tool an earlier version of this build had, this one lacks
-            if old.name not in built:
+            if old.name not in built and not old.name.startswith("."):
                 old.unlink()
         for t in built:
             with atomic_path(out_dir / "bin" / t) as tmp:
                 shutil.copy2(done / "bin" / t, tmp)
-    version = parse_version(run_tool([str(out_dir / "bin" / "llama-bench"), "--version"], log).output)
+    # llama-perplexity's common arguments have --version in every supported llama.cpp (llama-bench's came later)
+    version = parse_version(run_tool([str(out_dir / "bin" / "llama-perplexity"), "--version"], log).output)
     feats = probe(out_dir / "bin")
     return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
@@ -389,4 +395,39 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
             "cmake_args": args, "toolchain": tc, **version,
             "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,
             "cuda_architectures_from": arch_note, "amx": amx,
-            "tools": built, "features": feats}
+            "tools": built, "features": feats, "spec": spec}
+
+
+def ensure_tool(build_json: str | Path, name: str, log: str | Path | None = None) -> Path:
+    """The tool `name` of the build whose record is build_json, as that build made it, for the job about to run
+    it. A tool deleted or changed under results/builds/ since is put back from the build cache, or built again
+    there (same key) when the cache lost it too, and the job goes on: a deleted binary re-measures nothing. (The
+    tools are not inputs of the measuring rules for this reason: a missing input makes Snakemake run the build
+    job, and then every job downstream of it, issue 17.)"""
+    build_json = Path(build_json)
+    rec = read_json(build_json)
+    path = build_json.parent / "bin" / name
+    if name not in rec.get("tools", TOOLS):
+        raise ToolFailed(f"build {rec.get('build')} has no {name} (its tools: {', '.join(rec.get('tools', []))})")
+    done = Path(rec["cache_path"])
+    with exclusive(done.parent / f".{done.name}.lock"):
+        if _reusable(done, log):
+            expected = read_json(done / "build.json")["files"][f"bin/{name}"]
+            why = mismatch(path, expected["size"], expected["sha256"])
+            if why is None:
+                return path
+            with atomic_path(path) as tmp:
+                shutil.copy2(done / "bin" / name, tmp)
+            note(log, f"{path} {why}: put back from the build cache ({done})")
+            return path
+    if "spec" not in rec:
+        raise ToolFailed(f"{path} is needed, and neither it nor the build cache entry {done} is as built; rebuild: "
+                         f"snakemake --forcerun build_llama_cpp {build_json}")
+    note(log, f"{path}: the build cache lost build {rec['build']} ({done}); building it again")
+    again = build_llama_cpp(rec["build"], rec["spec"], build_json.parent, jobs=os.cpu_count() or 2, log=log,
+                            cache=done.parent.parent)
+    if again["key"] != rec["key"]:
+        raise ToolFailed(f"build {rec['build']} built again as key {again['key']}, its record says {rec['key']} (the "
+                         f"toolchain changed since): rebuild it on purpose, snakemake --forcerun build_llama_cpp "
+                         f"{build_json}")
+    return path

@@ -70,12 +70,21 @@ def _finite(name: str, *values: float) -> None:
 
 
 def _run_info(text: str) -> dict:
+    """How llama-perplexity ran: chunks, context, batch, and chunks per batch (n_seq). Its summary line says so in
+    every pass of a 2026 llama.cpp; a 2025 one (4227c9b) prints none in a KL-divergence pass, which evaluates
+    one chunk at a time (n_seq 1, n_batch = n_ctx): there the context's own lines say it (n_chunks comes from the
+    chunk table, see parse_kld)."""
     info: dict = {}
     m = re.search(r"(?:calculating perplexity|computing) over (\d+) chunks, n_ctx=(\d+), batch_size=(\d+), "
                   r"n_seq=(\d+)", text)
     if m:
         info.update(n_chunks=int(m.group(1)), n_ctx=int(m.group(2)), n_batch=int(m.group(3)),
                     n_seq=int(m.group(4)))
+    else:
+        ctx = {k: int(v) for k, v in re.findall(r"llama_context: (n_seq_max|n_ctx_per_seq|n_batch)\s*=\s*(\d+)",
+                                                text)}
+        if len(ctx) == 3:
+            info.update(n_ctx=ctx["n_ctx_per_seq"], n_batch=ctx["n_batch"], n_seq=ctx["n_seq_max"])
     m = re.search(r"([\d.]+) seconds per pass", text)
     if m:
         info["seconds_per_pass"] = float(m.group(1))
@@ -270,8 +279,15 @@ def parse_kld(text: str) -> KldResult:
             raise ToolFailed(f"llama-perplexity's Token probability statistics lack '{label}'")
         out[stem], out[f"{stem}_uncertainty"] = float(m.group(1)), float(m.group(2))
 
-    _finite("KLD statistic", out["kld_mean"], out["ppl_q"], out["ppl_base"], out["same_top_p_pct"])
-    return KldResult(**out, **_run_info(text), chunks=kld_chunks(text))
+    if not math.isfinite(out["ppl_base"]):  # the file's fault, not the quant's: every KLD against it fails
+        raise ToolFailed(f"llama-perplexity printed a non-finite PPL(base) ({out['ppl_base']}): the baseline logits "
+                         "hold NaN/inf log-probabilities, so the baseline pass (its quant or kld.base_kv) is at "
+                         "fault, not the quant measured here; make the baseline again")
+    _finite("KLD statistic", out["kld_mean"], out["ppl_q"], out["same_top_p_pct"])
+    chunks = kld_chunks(text)
+    info = _run_info(text)
+    info.setdefault("n_chunks", len(chunks) or None)
+    return KldResult(**out, **info, chunks=chunks)
 
 
 def _percentiles(block: str, what: str, unit: str) -> dict[str, float]:

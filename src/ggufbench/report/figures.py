@@ -334,6 +334,8 @@ def kld_percentiles(kld: pd.DataFrame, path) -> None:
         g = g.sort_values("file_size_bytes", ascending=False)
         xs = np.arange(len(g))
         for i, (col, name) in enumerate(PERCENTILES):
+            if col not in g or g[col].isna().all():  # llama.cpp before 2026 printed no 90%/95% KLD (issue 18)
+                continue
             y = g[col].where(g[col] > 0)  # log axis
             ax.plot(xs, y, marker="o", color=plt.cm.viridis(i / (len(PERCENTILES) - 1)), label=name)
         ax.plot(xs, g["kld_mean"], marker="x", ls="--", color="black", label="mean")

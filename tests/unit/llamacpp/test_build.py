@@ -6,6 +6,7 @@ import pytest
 
 from ggufbench.core.errors import ConfigError
 from ggufbench.llamacpp.build import build_key, check_toolkit, cmake_args, parse_version, resolve_cuda_architectures
+from tests.support import DATA
 
 IDENT = {"kind": "pypi_sdist", "package": "llama-cpp-python", "version": "0.3.36",
          "commit": "0c1e57098bba43ac29e6e3b677cdceebdd22334f"}
@@ -62,6 +63,13 @@ def test_parse_version(capture):
 def test_parse_version_full_target(capture):
     assert capture("version.txt").splitlines()[1] == "built with GNU 12.2.0 for Linux x86_64"
     assert parse_version(capture("version.txt"))["target"] == "Linux x86_64"
+
+
+def test_parse_version_of_a_2025_llama_cpp():
+    """4227c9b (llama-cpp-python 0.3.16) printed the build number alone, and its llama-bench had no --version."""
+    v = parse_version((DATA / "cpu-0.3.16" / "version.txt").read_text())
+    assert v["version"] == "1" and v["build_number"] == 1 and v["binary_commit"] == "4227c9be4268"
+    assert v["built_with"].startswith("cc (Debian 12.2.0") and v["target"] == "x86_64-linux-gnu"
 
 
 def test_parse_version_unrecognised_text():
@@ -122,3 +130,66 @@ def test_a_cached_build_missing_a_binary_is_built_again(tmp_path):
     (done / "bin/llama-server").unlink()
     assert not _reusable(done, tmp_path / "log") and not done.exists()
     assert "bin/llama-server is missing" in (tmp_path / "log").read_text()
+
+
+# A build's tools under results/builds/: verified and put back by the job that runs one (ensure_tool) ----------
+
+def built(tmp_path, spec: bool = True):
+    """A build record beside its copied tools, as build_llama_cpp leaves them, over the cache entry above."""
+    import shutil
+
+    from ggufbench.core.io import write_json
+    from ggufbench.llamacpp.build import TOOLS
+
+    done = cached_build(tmp_path)
+    out = tmp_path / "results/builds/cpu"
+    shutil.copytree(done / "bin", out / "bin")
+    write_json(out / "build.json", {"build": "cpu", "key": "k1", "cache_path": str(done), "tools": list(TOOLS),
+                                    **({"spec": {"source": {"local": {"path": "/nowhere"}}}} if spec else {})})
+    return out, done
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "changed"])
+def test_a_damaged_tool_is_put_back_from_the_build_cache_by_the_job_that_runs_it(tmp_path, damage):
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, done = built(tmp_path)
+    tool = out / "bin/llama-bench"
+    good = tool.read_bytes()
+    if damage == "deleted":
+        tool.unlink()
+    elif damage == "truncated":
+        tool.write_bytes(good[:100])
+    else:
+        tool.write_bytes(good[:-1] + b"!")
+    log = tmp_path / "log"
+    assert ensure_tool(out / "build.json", "llama-bench", log) == tool
+    assert tool.read_bytes() == good
+    assert f"{tool} " in log.read_text() and "put back from the build cache" in log.read_text()
+    log.unlink()
+    assert ensure_tool(out / "build.json", "llama-bench", log) == tool and not log.exists()  # as built: quiet
+
+
+def test_a_tool_the_build_lacks_is_named(tmp_path):
+    from ggufbench.core.errors import ToolFailed
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, _ = built(tmp_path)
+    with pytest.raises(ToolFailed, match="build cpu has no llama-fit-params"):
+        ensure_tool(out / "build.json", "llama-fit-params")
+
+
+@pytest.mark.faults
+def test_a_tool_gone_with_its_cache_entry_from_a_record_without_its_spec_says_how_to_rebuild(tmp_path):
+    import shutil
+
+    from ggufbench.core.errors import ToolFailed
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, done = built(tmp_path, spec=False)
+    (out / "bin/llama-bench").unlink()
+    shutil.rmtree(done)
+    with pytest.raises(ToolFailed, match=r"neither it nor the build cache entry .* rebuild: snakemake --forcerun "
+                                         r"build_llama_cpp"):
+        ensure_tool(out / "build.json", "llama-bench")

@@ -1,5 +1,6 @@
-"""llamacpp.features: a build's features read from its tools' real --help (tests/data/cpu-0.3.36), the flags
-made from them, and the refusals by name for what a build lacks."""
+"""llamacpp.features: a build's features read from its tools' real --help (tests/data/cpu-0.3.36, and
+tests/data/cpu-0.3.16 for a 2025 llama.cpp), the flags made from them, and the refusals by name for what a build
+lacks."""
 
 from __future__ import annotations
 
@@ -17,9 +18,7 @@ from ggufbench.llamacpp.features import (
 from tests.support import DATA
 
 NEW = DATA / "cpu-0.3.36"
-# a llama.cpp from before -fa took a value and before --fit (llama-cpp-python 0.3.16's 4227c9b)
-OLD = {"build": "previous", "commit": "4227c9be4268", "features": {
-    "flash_attn": "flag", "bench_flash_attn": "0|1", "fit": False, "bench_n_cpu_moe": False}}
+OLD_DIR = DATA / "cpu-0.3.16"  # llama-cpp-python 0.3.16's llama.cpp, 4227c9b (2025-08-14)
 
 
 def features_of(d):
@@ -27,11 +26,24 @@ def features_of(d):
                             ("llama-perplexity", "llama-bench", "llama-quantize")))
 
 
+OLD = {"build": "previous", "commit": "4227c9be4268", "features": features_of(OLD_DIR)}
+
+
 def test_the_current_llama_cpp_reads_as_the_newest():
     f = features_of(NEW)
     assert f["flash_attn"] == f["bench_flash_attn"] == "on|off|auto" and f["fit"] and f["bench_n_cpu_moe"]
     assert f["cache_types"] == ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
     assert {"Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K", "F16", "MXFP4_MOE"} <= set(f["quantize_types"])
+
+
+def test_a_2025_llama_cpp_reads_as_what_it_had():
+    """Before -fa took a value (a bare -fa, llama-bench's -fa 0|1), before --fit and llama-bench's -ncmoe; the
+    same KV cache types; MXFP4_MOE already a quantize type."""
+    f = OLD["features"]
+    assert f["flash_attn"] == "flag" and f["bench_flash_attn"] == "0|1"
+    assert f["fit"] is False and f["bench_n_cpu_moe"] is False
+    assert f["cache_types"] == features_of(NEW)["cache_types"]
+    assert {"Q8_0", "Q4_K_M", "Q2_K", "F16", "MXFP4_MOE"} <= set(f["quantize_types"])
 
 
 def test_flash_attention_in_each_builds_form():

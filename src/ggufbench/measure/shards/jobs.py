@@ -24,7 +24,7 @@ from ...llamacpp.tokenize import perplexity_text, tokenize_ids
 from ...sources.manifest import model_path
 from ..provenance import provenance
 from ..quality import run_measurement
-from .plan import plan_shards, scored_tokens, shard_bytes
+from .plan import check_batching, plan_shards, scored_tokens, shard_bytes
 from .scratch import FolderSampler, scratch_slot
 from .stats import combine_kld, combine_ppl
 from .text import cuttable, read_vocab, token_spans, tokens_differing
@@ -101,6 +101,7 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                 base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
                         "wall_seconds": r.wall_seconds,
                         "provenance": provenance(build_json, base_manifest, corpus_json, r.output, emulation)}
+                check_batching(base["result"]["n_seq"], ctx, f"shard {shard}, baseline pass")
                 kld_mod.check_logits_size(logits, forecast, n_chunk, ctx, plan["n_vocab"])
                 written = logits.stat().st_size
                 _, _, got_chunks, got = kld_mod.read_logits_tokens(logits)
@@ -114,8 +115,10 @@ def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus
                     cmd = perplexity_args(tool, model_path(manifests[quant]), build, ctx, kv, threads, run) + [
                         "--kl-divergence-base", logits, "--kl-divergence"]
                     r, emulation = run_measurement(cmd, log, build, gpu)
+                    result = parse_kld(r.output)
+                    check_batching(result.n_seq, ctx, f"shard {shard}, KLD pass of {quant} KV {kv}")
                     klds[run_key(quant, kv)] = {
-                        "result": parse_kld(r.output).to_dict(), "cmd": [str(c) for c in cmd],
+                        "result": result.to_dict(), "cmd": [str(c) for c in cmd],
                         "wall_seconds": r.wall_seconds,
                         "provenance": provenance(build_json, manifests[quant], corpus_json, r.output, emulation)}
         finally:

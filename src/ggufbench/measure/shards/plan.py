@@ -51,6 +51,22 @@ class ShardPlan:
 LLAMA_N_BATCH = 2048   # llama-perplexity's default -b: it evaluates n_batch / n_ctx chunks per batch
 
 
+def chunks_per_batch(n_ctx: int, n_batch: int = LLAMA_N_BATCH) -> int:
+    """The chunks llama-perplexity evaluates together in a PPL pass (n_seq; the baseline pass is one)."""
+    return max(1, n_batch // n_ctx)
+
+
+def check_batching(reported: int | None, n_ctx: int, what: str) -> None:
+    """A pass batched as the plan assumed: n_batch / n_ctx chunks together (the baseline pass of every version,
+    and the KLD pass of a 2026 llama.cpp), or one chunk at a time (the KLD pass of a 2025 one, 4227c9b), which
+    any shard boundary matches. Any other batching would make the shards' numbers differ from the unsharded run's."""
+    expected = chunks_per_batch(n_ctx)
+    if reported is not None and reported not in (1, expected):
+        raise ToolFailed(f"{what}: llama-perplexity evaluated {reported} chunks per batch, but the shard plan aligned "
+                         f"shards to {expected} (n_batch {LLAMA_N_BATCH} / ctx {n_ctx}): this llama.cpp batches "
+                         "differently; use kld.mode: chunks with it")
+
+
 def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, disk_budget_gib: float,
                 parallel: int = 1, n_batch: int = LLAMA_N_BATCH,
                 can_start: Callable[[int], bool] = lambda c: True) -> ShardPlan:
@@ -77,7 +93,7 @@ def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, dis
                           f"need {logits_file_size(n_ctx, n_vocab, 2):,} bytes of logits: raise the budget to at "
                           f"least {parallel * logits_file_size(n_ctx, n_vocab, 2) / GIB:.3f} GiB or lower parallel")
     k = min(fit, n_chunk)
-    n_seq = max(1, n_batch // n_ctx)
+    n_seq = chunks_per_batch(n_ctx, n_batch)
     shards, start = [], 0
     while start < n_chunk:
         if n_chunk - start <= k:
