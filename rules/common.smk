@@ -63,10 +63,6 @@ def get_build(build):
     return config["builds"][build]
 
 
-def get_tool(build, tool):
-    return paths.path(paths.BUILD_TOOL, build=build, tool=tool)
-
-
 def get_build_json(build):
     return paths.path(paths.BUILD_RECORD, build=build)
 
@@ -193,9 +189,9 @@ def quant_origin(wildcards):
 def quantize_inputs(wildcards):
     return {
         "source": get_source_gguf(wildcards.model),
-        # ancient(): a rebuilt llama-quantize does not re-make the quants (and so re-measure every build);
-        # re-quantize on purpose with --forcerun quantize_gguf
-        "quantize": ancient(get_tool(quantize_build(config, wildcards.model), "llama-quantize")),
+        # the quantize build's record, not its llama-quantize (see run_inputs); ancient(): a rebuilt llama.cpp does
+        # not re-make the quants (and so re-measure every build); re-quantize on purpose with --forcerun quantize_gguf
+        "quantize_build": ancient(get_build_json(quantize_build(config, wildcards.model))),
     }
 
 
@@ -203,11 +199,12 @@ def corpus_spec(wildcards):
     return canonical(config["corpora"][wildcards.corpus])
 
 
-def run_inputs(wildcards, tool, corpus, quant=None):
-    """What every llama.cpp measurement job reads: the tool, its build record, the model, the corpus."""
+def run_inputs(wildcards, corpus, quant=None):
+    """What every llama.cpp measurement job reads: its build's record, the model, the corpus. The tool itself is
+    not an input: a deleted binary would make Snakemake run the build job and then every job after it; the job
+    finds its tool through the record and puts it back from the build cache if it must (build.ensure_tool)."""
     quant = quant or wildcards.quant
     inputs = {
-        "tool": get_tool(wildcards.build, tool),
         "build": get_build_json(wildcards.build),
         "manifest": get_manifest(wildcards.model, quant),
     }
@@ -218,7 +215,7 @@ def run_inputs(wildcards, tool, corpus, quant=None):
 
 
 def perplexity_inputs(wildcards):
-    return run_inputs(wildcards, "llama-perplexity", PPL["corpus"])
+    return run_inputs(wildcards, PPL["corpus"])
 
 
 def perplexity_chunks(wildcards):
@@ -226,19 +223,18 @@ def perplexity_chunks(wildcards):
 
 
 def kld_base_inputs(wildcards):
-    return run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
+    return run_inputs(wildcards, KLD["corpus"], quant=get_baseline(wildcards.model))
 
 
 def kld_inputs(wildcards):
-    inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"])
+    inputs = run_inputs(wildcards, KLD["corpus"])
     base = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx, kv=plan.kld_base_kv(config))
     inputs.update(logits=paths.path(paths.KLD_BASE_LOGITS, **base), base_record=paths.path(paths.KLD_BASE, **base))
     return inputs
 
 
 def kld_shard_plan_inputs(wildcards):
-    inputs = run_inputs(wildcards, "llama-tokenize", KLD["corpus"], quant=get_baseline(wildcards.model))
-    return {"tokenize": inputs.pop("tool"), **inputs}
+    return run_inputs(wildcards, KLD["corpus"], quant=get_baseline(wildcards.model))
 
 
 def kld_shard_runs(wildcards):
@@ -252,7 +248,7 @@ def kld_shard_quants(wildcards):
 
 
 def kld_shard_inputs(wildcards):
-    inputs = run_inputs(wildcards, "llama-perplexity", KLD["corpus"], quant=get_baseline(wildcards.model))
+    inputs = run_inputs(wildcards, KLD["corpus"], quant=get_baseline(wildcards.model))
     at = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx)
     return {**inputs, "base_manifest": inputs.pop("manifest"), "plan": paths.path(paths.KLD_SHARD_PLAN, **at),
             "tokens": paths.path(paths.KLD_SHARD_TOKENS, **at),
@@ -309,7 +305,6 @@ def server_check_inputs(wildcards):
     must not start this build's server checks again)."""
     mine = f"/{wildcards.build}/{wildcards.model}/"
     return {
-        "server": get_tool(wildcards.build, "llama-server"),
         "build": get_build_json(wildcards.build),
         "manifests": [get_manifest(wildcards.model, q) for q in get_quants(wildcards.model)],
         **{name: [p for p in paths if mine in p] for name, paths in (
@@ -335,4 +330,4 @@ def bench_strategy_spec(wildcards):
 
 
 def bench_inputs(wildcards):
-    return run_inputs(wildcards, "llama-bench", None)
+    return run_inputs(wildcards, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ..core.errors import ToolFailed
@@ -19,7 +20,28 @@ def quantize(quantize_bin: Path, src: Path, dest: Path, qtype: str, threads: int
     if record.is_file():
         require_quantize_type(read_json(record), qtype, f"the quant type {qtype!r} (models.*.quants.*.quantize)")
     with atomic_path(dest) as tmp:
-        run_tool([quantize_bin, "--allow-requantize", *(extra or []), src, tmp, qtype, threads], log)
+        try:
+            run_tool([quantize_bin, "--allow-requantize", *(extra or []), src, tmp, qtype, threads], log)
+        except ToolFailed as e:
+            raise _write_failure(e, tmp, dest) from e
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise ToolFailed(f"llama-quantize exited 0 but wrote no {tmp.name}")
         check_gguf(tmp)
+
+
+FULL_BYTES = 64 << 20  # a filesystem with less than this free after a failed write is taken to be full
+
+
+def _write_failure(e: ToolFailed, tmp: Path, dest: Path) -> ToolFailed:
+    """A disk that filled up while llama-quantize wrote says only "basic_ios::clear: iostream error": name the
+    cause (and what was written), measured while the half-written file is still there."""
+    if "iostream error" not in e.output:
+        return e
+    written = tmp.stat().st_size if tmp.exists() else 0
+    free = shutil.disk_usage(tmp.parent).free
+    if free >= FULL_BYTES:
+        return ToolFailed(f"llama-quantize failed writing {dest} (iostream error after {written:,} bytes) with "
+                          f"{free:,} bytes free: a write error on that disk; see the log", e.output, e.returncode)
+    return ToolFailed(f"llama-quantize could not write {dest}: the disk is full ({free:,} bytes free after "
+                      f"{written:,} bytes of it were written; llama.cpp says only 'iostream error'). Free space on "
+                      f"{dest.parent} and rerun; the half-written file is removed", e.output, e.returncode)

@@ -221,6 +221,17 @@ def test_parse_kld_nan_is_a_failure(capture, nan):
         parse_kld(text)
 
 
+@pytest.mark.faults
+def test_non_finite_baseline_logits_are_blamed_on_the_baseline_not_the_quant(capture):
+    """The issue's case: inf in the logits was blamed on the quant or KV type. Captured: the demo's baseline logits
+    with +inf/-inf written over the first token's scale and minimum, then a real Q8_0 KLD pass against them
+    (rc 0, Mean PPL(base) nan, the quant's own PPL and KLD finite)."""
+    text = capture("fail_kld_inf_base_logits.txt")
+    with pytest.raises(ToolFailed, match=r"non-finite PPL\(base\) \(nan\): the baseline logits hold NaN/inf.*not "
+                                         r"the quant measured here"):
+        parse_kld(text)
+
+
 def test_parse_kld_missing_statistic(capture):
     text = capture("kld_q2_k.txt")
     lines = [ln for ln in text.splitlines() if not ln.startswith("Same top p")]

@@ -73,3 +73,33 @@ def test_real_llama_quantize(llama_bin, llama_src, tmp_path):
     with pytest.raises((ConfigError, ToolFailed), match="llama-quantize exited with status|'Q9_X' is not a type"):
         quantize(llama_bin / "llama-quantize", f16, tmp_path / "bad.gguf", "Q9_X", 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q", "q.log", "tiny-F16.gguf"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (mounting needs root: skipped without it), unmounted afterwards."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip() or r.returncode}): needs root")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.faults
+def test_a_disk_that_fills_up_during_quantize_is_named(llama_bin, llama_src, tmp_path, small_disk, capture):
+    """The issue's case: a full disk read only "iostream error" (llama.cpp's own words, as captured in
+    tests/data/cpu-0.3.36/fail_quantize_disk_full.txt from the demo's F16 into a 20 MiB tmpfs). Here a real
+    llama-quantize writes a Q8_0 larger than a 4 MiB disk."""
+    assert "failed to quantize: basic_ios::clear: iostream error" in capture("fail_quantize_disk_full.txt")
+    f16 = tmp_path / "tiny-F16.gguf"
+    synth.write_synthetic_moe(f16, llama_src / "models" / "ggml-vocab-qwen2.gguf", n_layer=1, seed=1)
+    dest = small_disk / "tiny-Q8_0.gguf"
+    with pytest.raises(ToolFailed, match=r"could not write .*tiny-Q8_0.gguf: the disk is full \(\d+ bytes free after "
+                                         r"[\d,]+ bytes of it were written"):
+        quantize(llama_bin / "llama-quantize", f16, dest, "Q8_0", 2, log=tmp_path / "q.log")
+    assert list(small_disk.iterdir()) == []  # the half-written file is gone
