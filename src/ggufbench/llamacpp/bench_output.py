@@ -13,6 +13,16 @@ from ..core.errors import ToolFailed
 REQUIRED = ("n_prompt", "n_gen", "avg_ts")
 
 
+FLASH_ATTN = {-1: "auto", 0: "off", 1: "on"}
+
+
+def flash_attn_label(value) -> str | None:
+    """llama-bench's flash_attn field as one type: 2026 llama.cpp writes -1/0/1 (auto/off/on), 2025 a bool."""
+    if value is None or isinstance(value, str):
+        return value
+    return FLASH_ATTN.get(int(value), str(value))
+
+
 def parse_bench_jsonl(text: str) -> list[dict]:
     """Rows of llama-bench -o jsonl output, each with a `test` label (pp512, tg128, pp512+tg128, @dN)."""
     rows: list[dict] = []
@@ -31,6 +41,8 @@ def parse_bench_jsonl(text: str) -> list[dict]:
         if missing:
             raise ToolFailed(f"llama-bench output line {lineno} lacks {', '.join(missing)}")
         row["test"] = test_label(row)
+        if "flash_attn" in row:
+            row["flash_attn"] = flash_attn_label(row["flash_attn"])
         samples = row.get("samples_ts") or []
         if samples:
             row["median_ts"] = statistics.median(samples)

@@ -16,7 +16,7 @@ import json
 import pandas as pd
 
 from ..core.io import atomic_path, read_json
-from ..llamacpp.bench_output import summarize
+from ..llamacpp.bench_output import flash_attn_label, summarize
 from ..llamacpp.logits import scored_per_chunk
 from ..measure.tuner import setting_label
 
@@ -113,6 +113,8 @@ def bench_rows(records: list[dict], summary: dict | None = None) -> pd.DataFrame
             if summary and b.get("samples_ts"):
                 b = summarize(b, summary["discard_first"], summary["noise_threshold_pct"])
             vram, setting = b.pop("vram"), b.pop("setting", {})
+            if "flash_attn" in b:  # records measured before the parser made it one type
+                b["flash_attn"] = flash_attn_label(b["flash_attn"])
             bench = {f"bench_{k}" if k in ("model_filename",) else k: v for k, v in b.items()}
             row = _flat({**r, "params": {}}, bench)
             row.update(setting_kv=setting.get("kv"), setting_batch=setting.get("batch"),

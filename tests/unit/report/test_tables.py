@@ -80,3 +80,21 @@ def test_the_bench_table_summarises_the_repetitions_with_the_configs_current_val
     assert list(strict["n_samples_kept"]) == [n] * len(parsed) and list(loose["n_samples_kept"]) == [n - 1] * len(
         parsed)
     assert list(bench_rows([rec])["noisy"]) == [r["noisy"] for r in rows]  # no summary given: as the job stored it
+
+
+def test_bench_rows_of_two_llama_cpp_versions_write_one_flash_attn_type(tmp_path):
+    """Issue 18's update run failed here: 4227c9b's llama-bench wrote flash_attn true, 0c1e570's -1/0/1, and
+    pyarrow refused the mixed column. Records as the older parser stored them, raw rows of the real captures."""
+    import json
+
+    from ggufbench.report.tables import _write_parquet, bench_rows
+    from tests.support import DATA
+
+    records = []
+    for v in ("0.3.16", "0.3.36"):
+        raw = [json.loads(x) for x in (DATA / f"cpu-{v}" / "bench_q8_0.jsonl").read_text().splitlines() if x.strip()]
+        rows = [{**r, "test": "t", "vram": {"available": False, "reason": "no GPU"}} for r in raw]
+        records.append({"kind": "bench", "provenance": {"build": v}, "params": {}, "result": {"rows": rows}})
+    df = bench_rows(records)
+    assert sorted(set(df["flash_attn"])) == ["auto", "on"]
+    _write_parquet(df, tmp_path / "bench.parquet")
