@@ -356,6 +356,26 @@ def test_tables_that_failed_to_write_are_made_again_by_a_plain_rerun(demo, tmp_p
     assert (workdir / "results/tables/kld.parquet").exists() and html.stat().st_mtime > before
 
 
+@pytest.mark.faults
+def test_a_deleted_binary_re_measures_nothing_and_the_job_that_needs_it_puts_it_back(demo):
+    """The issue's case: a binary deleted under results/builds/ reran every measurement of its build. The tools
+    are no rule's input now: the dry run has nothing to do, and a job that runs the tool puts it back from the
+    build cache (its bytes as built) and measures what it measured before."""
+    workdir, _ = demo
+    tool = workdir / "results/builds/cpu/bin/llama-perplexity"
+    built = tool.read_bytes()
+    tool.unlink()
+    dry = snakemake(workdir, "-n", "--cores", "1", "reports/summary.html", configfile=REPO / "config/demo.yaml").stdout
+    assert job_counts(dry) == {} and "Nothing to be done" in dry
+    target = "results/perplexity/cpu/smollm2-135m/Q8_0/ctx1024_kv-f16.json"
+    before = json.loads((workdir / target).read_text())
+    snakemake(workdir, "--cores", "2", target, "--forcerun", "perplexity", configfile=REPO / "config/demo.yaml")
+    log = (workdir / "logs/perplexity/cpu/smollm2-135m/Q8_0/ctx1024_kv-f16.log").read_text()
+    assert "llama-perplexity is missing: put back from the build cache" in log
+    assert tool.read_bytes() == built
+    assert json.loads((workdir / target).read_text())["result"]["ppl"] == before["result"]["ppl"]
+
+
 # Last, because it changes the demo's Q2_K: a quant corrupted after it was made ---------------------------------
 
 @pytest.mark.faults

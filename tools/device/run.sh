@@ -4,7 +4,7 @@
 # llama.cpp and model part 1), then `demo` (carries model part 2 and the corpus). Prepare .carry/ with
 # tools/device/prepare.sh on the CPU machine.
 set -euo pipefail
-stage=${1:?usage: run.sh build NAME | demo | moe | sharded | capture | study}
+stage=${1:?usage: run.sh build NAME | demo | moe | sharded | capture | study | update build NAME | update demo}
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v "^WARNING: Target" || true
 export PYTHONPATH=/tmp/site GGUFBENCH_CACHE=/tmp/ggufbench-cache PYTHONUNBUFFERED=1
 sm=(python3 -m snakemake --configfile tools/device/demo-cuda.yaml --cores 16 --scheduler greedy)
@@ -106,4 +106,32 @@ with emulated_gpu(16, True) as e:
       | grep -E "Finished|Error|rror:|steps" || true
     tar -czf "$out/moe-cuda.tar.gz" results/bench results/tune results/builds/*/build.json \
       results/models/synth-moe/source/source.json logs benchmarks 2>/dev/null || true ;;
+  update)
+    # issue 18: the demo on two llama.cpp versions built with CUDA (tools/device/update-cuda.yaml), in calls made
+    # right after each other: `update build previous` (carries wheels and .carry/llama.cpp-4227c9b.tar.xz),
+    # `update build current` (llama.cpp-0c1e570.tar.xz), `update demo` (the model's two parts and the corpus)
+    sm=(python3 -m snakemake --configfile tools/device/update-cuda.yaml --cores 16 --scheduler greedy)
+    case ${2:?update build NAME | update demo} in
+      build)
+        name=${3:?build name}
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+        s=$(date +%s)
+        # the model is not whole until the last call: the build alone does not read it, but the config check wants
+        # the file to exist, so this call names part 1 in its place
+        "${sm[@]}" "results/builds/$name/build.json" \
+          --config 'models={smollm2-135m: {source: {local: {path: .carry/smol.part1}}}}' 2>&1 \
+          | grep -E "Finished|Error|rror:|steps|inconsistent|  " || true
+        echo "$name build seconds: $(( $(date +%s) - s ))" | tee "$out/wall.txt"
+        cp "results/builds/$name/build.json" "$out/" || true; cp "logs/build/$name.log" "$out/" || true
+        for t in llama-perplexity llama-bench llama-quantize; do
+          "results/builds/$name/bin/$t" --help > "$out/help_$t.txt" 2>&1 || true
+        done ;;
+      demo)
+        cat .carry/smol.part1 .carry/smol.part2 > .carry/SmolLM2-135M-Instruct.Q4_1.gguf
+        s=$(date +%s)
+        "${sm[@]}" reports/summary.html 2>&1 | grep -E "Finished job|rror|steps" | tail -30 || true
+        echo "demo on both builds, wall seconds: $(( $(date +%s) - s ))" | tee "$out/wall.txt"
+        tar -czf "$out/update-cuda.tar.gz" results/tables results/builds/*/build.json reports logs benchmarks \
+          results/perplexity results/kld results/kld-base results/bench 2>/dev/null || true ;;
+    esac ;;
 esac
