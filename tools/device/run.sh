@@ -116,10 +116,14 @@ with emulated_gpu(16, True) as e:
         name=${3:?build name}
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
         s=$(date +%s)
-        # the model is not whole until the last call: the build alone does not read it, but the config check wants
-        # the file to exist, so this call names part 1 in its place
-        "${sm[@]}" "results/builds/$name/build.json" \
-          --config 'models={smollm2-135m: {source: {local: {path: .carry/smol.part1}}}}' 2>&1 \
+        # the model and the other build's source may not be here yet: this build alone reads neither, but the
+        # config check wants their files to exist, so this call names files it has in their place
+        stand_in=(--config "models={smollm2-135m: {source: {local: {path: .carry/smol.part1}}}}")
+        if [ "$name" = previous ] && [ ! -f .carry/llama.cpp-0c1e570.tar.xz ]; then
+          stand_in+=("builds={current: {source: {local: {path: .carry/llama.cpp-4227c9b.tar.xz}}}}"); fi
+        if [ "$name" = current ] && [ ! -f .carry/llama.cpp-4227c9b.tar.xz ]; then
+          stand_in+=("builds={previous: {source: {local: {path: .carry/llama.cpp-0c1e570.tar.xz}}}}"); fi
+        "${sm[@]}" "results/builds/$name/build.json" "${stand_in[@]}" 2>&1 \
           | grep -E "Finished|Error|rror:|steps|inconsistent|  " || true
         echo "$name build seconds: $(( $(date +%s) - s ))" | tee "$out/wall.txt"
         cp "results/builds/$name/build.json" "$out/" || true; cp "logs/build/$name.log" "$out/" || true
