@@ -45,7 +45,10 @@ def read_json(path: str | Path) -> dict:
     except FileNotFoundError:
         raise
     except json.JSONDecodeError as e:
-        raise ToolFailed(f"{path} is not valid JSON ({e}); delete it and rerun the job that makes it") from e
+        if "results" in path.resolve().parts:  # a record this workflow made: removed, so a plain rerun re-makes it
+            path.unlink(missing_ok=True)
+            raise ToolFailed(f"{path} is not valid JSON ({e}): removed it; a plain rerun makes it again") from e
+        raise ToolFailed(f"{path} is not valid JSON ({e}); fix or delete it and rerun the job that makes it") from e
 
 
 def record(stage: str, provenance: dict | None, params: dict, result: dict, tool: dict | None = None,

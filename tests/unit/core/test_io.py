@@ -51,6 +51,17 @@ def test_read_json_invalid(tmp_path):
     assert str(path) in msg
     assert "not valid JSON" in msg
     assert "delete it and rerun" in msg
+    assert path.exists()  # not one of the workflow's records: left for the user
+
+
+@pytest.mark.faults
+def test_a_half_written_record_under_results_is_removed_so_a_plain_rerun_re_makes_it(tmp_path):
+    path = tmp_path / "results" / "perplexity" / "r.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"stage": "perplexity", "result": {"ppl": 12.02')
+    with pytest.raises(ToolFailed, match=r"r.json is not valid JSON .*: removed it; a plain rerun makes it again"):
+        read_json(path)
+    assert not path.exists()
 
 
 def test_read_json_missing_file_is_not_hidden(tmp_path):
