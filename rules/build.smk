@@ -3,7 +3,9 @@
 
 rule build_llama_cpp:
     output:
-        tools=[paths.path(paths.BUILD_TOOL, build="{build}", tool=t) for t in TOOLS],
+        # the record alone: the tools beside it (bin/) are no rule's output or input, so a deleted one never puts
+        # this job, and so every measurement after it, back in the DAG; the job that runs a tool puts it back
+        # (build.ensure_tool)
         record=paths.BUILD_RECORD,
     params:
         # the build's whole config: changing any of it reruns this build (and only its results)

@@ -13,7 +13,6 @@ if SRC not in sys.path:
 
 from ggufbench.core import paths  # noqa: E402
 from ggufbench.measure import runs as plan  # noqa: E402
-from ggufbench.llamacpp.build import TOOLS  # noqa: E402
 from ggufbench.core.config import check_config, kv_pair, quantize_build, with_sections  # noqa: E402
 
 with_sections(config)  # absent optional sections get their schema defaults too
