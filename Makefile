@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/snakemake --lint --configfile config/config.yaml config/kld-sharded.yaml
 
 test: system-deps lint
-	$(BIN)/pytest -v -rs
+	$(BIN)/pytest -v -rs --durations=40
 
 clean-results:
 	rm -rf results reports logs benchmarks
