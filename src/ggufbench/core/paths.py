@@ -4,7 +4,6 @@ path(TEMPLATE, field=value). Folders per source kind keep one rule per path."""
 
 from __future__ import annotations
 
-BUILD_TOOL = "results/builds/{build}/bin/{tool}"
 BUILD_RECORD = "results/builds/{build}/build.json"
 
 MODEL_SOURCE = "results/models/{model}/source/model.gguf"

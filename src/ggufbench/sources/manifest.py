@@ -34,6 +34,9 @@ def load_manifest(manifest: str | Path) -> dict:
     manifest = Path(manifest)
     data = read_json(manifest)
     if not data.get("files"):
+        if "results" in manifest.resolve().parts:  # ours, as read_json treats a record that is not JSON
+            manifest.unlink(missing_ok=True)
+            raise ToolFailed(f"{manifest} lists no files: removed it; a plain rerun makes the quant again")
         raise ToolFailed(f"{manifest} lists no files; delete it and rerun the model's download/quantize job")
     return data
 

@@ -67,6 +67,17 @@ def test_a_manifest_without_files_says_what_to_rerun(tmp_path):
     manifest.write_text(json.dumps({"model": "m", "quant": "q", "files": [], "origin": {}}))
     with pytest.raises(ToolFailed, match="lists no files; delete it and rerun"):
         model_path(manifest)
+    assert manifest.exists()  # not under a results/ folder: not ours to delete
+
+
+@pytest.mark.faults
+def test_an_empty_manifest_under_results_is_removed_so_a_plain_rerun_makes_the_quant(tmp_path):
+    manifest = tmp_path / "results/models/m/quantized/q/manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"model": "m", "quant": "q", "files": [], "origin": {}}))
+    with pytest.raises(ToolFailed, match="lists no files: removed it; a plain rerun makes the quant again"):
+        model_path(manifest)
+    assert not manifest.exists()
 
 
 # Verified where read: a file that changed after its manifest was written never counts ------------------------
