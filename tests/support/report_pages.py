@@ -19,7 +19,7 @@ TABLES = ("perplexity", "kld", "bench", "builds")
 
 # name -> (tables folder, the config the run was made with)
 RUNS = {
-    "cpu-demo": (DATA / "cpu-demo", REPO / "config" / "demo.yaml"),
+    "cpu-demo": (DATA / "cpu-demo", DATA / "cpu-demo" / "config.yaml"),
     "h200-demo": (DATA / "h200-demo", REPO / "tools" / "device" / "demo-cuda.yaml"),
 }
 

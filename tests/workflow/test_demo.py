@@ -19,7 +19,7 @@ from ggufbench.report.figures import FIGURES
 from tests.support.workflow import REPO, job_counts, snakemake
 
 pytestmark = pytest.mark.e2e
-QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]
+QUANTS = ["F16", "Q8_0", "Q4_K_M", "Q2_K"]
 KVS = ["f16", "q8_0", "q4_0"]
 
 
@@ -77,7 +77,6 @@ def test_kld_rises_down_the_ladder(demo):
     assert 0 < kv_only["q8_0"] < kv_only["q4_0"]
     k = kld[kld["kv"] == "f16"].set_index("quant")["kld_mean"]
     assert k["Q8_0"] < k["Q4_K_M"] < k["Q2_K"]
-    assert k["Q8_0"] < k["Q6_K"] < k["Q4_K_M"] < k["Q3_K_M"] < k["Q2_K"]
     # the baseline logits are kept (kld.keep_logits), with the stamp of their last check: a quant or KV type added
     # later reads them (test_adding_a_quant_measures_only_that_quant)
     assert sorted(p.name for p in (workdir / "results/kld-base").rglob("*.logits*")) == [
@@ -152,7 +151,7 @@ def test_chunks_and_paired_comparisons(demo):
     assert len(per_run) == len(kld) and all(c == list(range(8)) for c in per_run)
     c = comparisons(chunks, kld)
     k = c[c["stat"] == "kld"]
-    assert len(k[k["comparison"] == "quant"]) == 3 * (len(QUANTS) - 2) + 2  # f16 KV: 5 quants; q8_0/q4_0: 6
+    assert len(k[k["comparison"] == "quant"]) == 3 * (len(QUANTS) - 2) + 2  # f16 KV: 3 quants; q8_0/q4_0: 4
     quants, kvs = k[k["comparison"] == "quant"], k[k["comparison"] == "kv"]
     assert (k["se_ratio"] > 0).all()
     assert quants["verdict"].isin(["not resolved"] + [f"{q} better" for q in QUANTS]).all()
@@ -248,9 +247,9 @@ def test_adding_a_build_runs_only_that_builds_jobs(demo, tmp_path):
     config["builds"]["cpu-noavx512"] = {**config["builds"]["cpu"], "cmake_args": ["-DGGML_AVX512=OFF"]}
     counts, builds = _dry_run_jobs(workdir, config, tmp_path)
     assert builds == {"cpu-noavx512"}
-    assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 17, "perplexity": 18, "llama_bench": 6,
+    assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 11, "perplexity": 12, "llama_bench": 4,
                       "aggregate": 1, "figures": 1, "server_check": 2, "server_table": 1, "summary_report": 1,
-                      "total": 49}
+                      "total": 35}
 
 
 def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
@@ -260,7 +259,7 @@ def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
     counts, builds = _dry_run_jobs(workdir, config, tmp_path)
     assert builds == {"cpu"}
     assert "quantize_gguf" not in counts and "fetch_model_source" not in counts and "make_corpus" not in counts
-    assert counts["build_llama_cpp"] == 1 and counts["perplexity"] == 18 and counts["kld"] == 17
+    assert counts["build_llama_cpp"] == 1 and counts["perplexity"] == 12 and counts["kld"] == 11
 
 
 # Only what changed is measured again (issue 17): dry-run job lists after each small change ------------------
@@ -289,7 +288,7 @@ def test_adding_a_kv_type_to_kld_runs_only_its_passes(demo, tmp_path):
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config["kld"]["kv"] = [*config["kld"]["kv"], "q5_0"]
     counts, _ = _dry_run_jobs(workdir, config, tmp_path)
-    assert _measuring(counts) == {"kld": 6}  # one per quant, against the same f16 baseline
+    assert _measuring(counts) == {"kld": 4}  # one per quant, against the same f16 baseline
 
 
 @pytest.mark.faults
@@ -317,7 +316,7 @@ def test_a_bench_summary_setting_re_aggregates_without_measuring(demo, tmp_path,
 
 def test_demo_report_in_chromium(demo, tmp_path, capsys):
     """The report this very run made, in headless Chromium: no console error, no request beyond the page,
-    every figure decoded, the scoreboard has the six quants, the missing GPU is said, not hidden."""
+    every figure decoded, the scoreboard has the four quants, the missing GPU is said, not hidden."""
     from tests.unit.report.test_page_browser import CHROMEDRIVER, CHROMIUM, render
 
     if CHROMIUM is None or CHROMEDRIVER is None:
@@ -328,7 +327,7 @@ def test_demo_report_in_chromium(demo, tmp_path, capsys):
     assert problems == []
     assert len(info["imgs"]) == 7 and all(i["complete"] and i["w"] > 0 for i in info["imgs"])
     rows = {t["id"]: t["rows"] for t in info["tables"]}
-    assert rows["scoreboard-cpu-smollm2-135m"] == 6
+    assert rows["scoreboard-cpu-smollm2-135m"] == len(QUANTS)
     assert any("No VRAM measured" in e for e in info["empty"])
 
 

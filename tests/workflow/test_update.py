@@ -65,13 +65,13 @@ def test_the_bump_reruns_only_the_current_builds_jobs(update):
     _, _, plan = update
     builds = set(re.findall(r"wildcards: (?:.*, )?build=([^,\s]+)", plan))
     assert builds == {"current"}, builds
-    assert job_counts(plan) == {"build_llama_cpp": 1, "kld_base": 1, "kld": 5, "llama_bench": 3, "aggregate": 1,
-                                "figures": 1, "summary_report": 1, "total": 13}
+    assert job_counts(plan) == {"build_llama_cpp": 1, "kld_base": 1, "kld": 3, "llama_bench": 2, "aggregate": 1,
+                                "figures": 1, "summary_report": 1, "total": 10}
 
 
 def test_the_pinned_build_keeps_its_results(update):
     _, kept, _ = update
-    assert len(kept) >= 9  # build record, baseline record, 5 KLD, 3 bench
+    assert len(kept) >= 7  # build record, baseline record, 3 KLD, 2 bench
     for p, (mtime, data) in kept.items():
         assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data, p
 
@@ -83,11 +83,11 @@ def test_the_report_names_both_commits_and_judges_every_cell(update):
     assert t.loc["current", "llama_cpp_commit"].startswith(NEW_COMMIT)
     html = (work / "reports/summary.html").read_text()
     assert "different commits" in html and OLD_COMMIT in html and NEW_COMMIT in html
-    for name, cells in (("kld", 5), ("bench", 6)):
+    for name, cells in (("kld", 3), ("bench", 4)):
         m = re.search(rf"<h3>{name}: <code>current</code> vs <code>previous</code> — (\d+) of (\d+) cells differ",
                       html)
         assert m, name
         assert int(m.group(2)) == cells, (name, m.groups())
     kld = pd.read_parquet(work / "results/tables/kld.parquet")
     both = kld.pivot_table(index=["quant", "kv"], columns="build", values="kld_mean")
-    assert both.notna().all().all() and len(both) == 5
+    assert both.notna().all().all() and len(both) == 3

@@ -55,7 +55,7 @@ def test_baseline_not_in_quants(demo):
     demo["models"]["smollm2-135m"]["baseline"] = "BF16"
     msg = _problems(demo)
     assert "models.smollm2-135m.baseline: 'BF16' is not one of models.smollm2-135m.quants" in msg
-    assert "F16, Q8_0, Q6_K, Q4_K_M, Q3_K_M, Q2_K" in msg
+    assert "F16, Q8_0, Q4_K_M, Q2_K" in msg
 
 
 def test_a_context_must_hold_the_prompt(demo):

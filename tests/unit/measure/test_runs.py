@@ -17,13 +17,13 @@ def load(name: str) -> dict:
 def test_demo_ctx512_cells_come_from_kld_runs():
     config = load("demo.yaml")
     sources = {(c.quant, c.kv, c.ctx): r.kind for c, r in plan.ppl_sources(config)}
-    assert len(sources) == 6 * 3 * 2
+    assert len(sources) == 4 * 3 * 2
     assert sources[("F16", "f16", 512)] == "kld_base"
     assert sources[("Q4_K_M", "q4_0", 512)] == "kld"
     assert {k for (_, _, ctx), k in sources.items() if ctx == 1024} == {"perplexity"}
     ours, naive = plan.planned_runs(config), plan.naive_runs(config)
-    # 1 baseline pass + 17 KLD runs + 18 PPL runs at ctx 1024, against 36 PPL + 1 + 17
-    assert (len(ours), len(naive)) == (36, 54)
+    # 1 baseline pass + 11 KLD runs + 12 PPL runs at ctx 1024, against 24 PPL + 1 + 11
+    assert (len(ours), len(naive)) == (24, 36)
     assert len({r.path for r in ours}) == len(ours)
 
 
@@ -47,7 +47,7 @@ def test_single_kld_kv_covers_only_its_cells():
     kinds = {(c.quant, c.kv, c.ctx): r.kind for c, r in plan.ppl_sources(config)}
     assert [k for k, v in kinds.items() if v != "perplexity"] == [(q, "f16", 512) for q in
                                                                     config["models"]["smollm2-135m"]["quants"]]
-    assert sum(r.kind == "kld" for r in plan.kld_runs(config)) == 5
+    assert sum(r.kind == "kld" for r in plan.kld_runs(config)) == 3
 
 
 def test_study_plan_counts():

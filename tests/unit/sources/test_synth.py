@@ -203,15 +203,22 @@ def _tokenize(llama_bin: Path, model: str | Path, text_file: Path, *extra: str) 
 
 
 def test_tokenizer_is_the_vocab_ggufs(model, llama_bin, llama_src, tmp_path):
+    """llama.cpp's own test vectors for the vocab: a few cases give exactly the expected ids, and all of them in
+    one text give the same ids from our file as from the vocab GGUF (one llama-tokenize run each, not one per
+    case: the metadata is byte-identical, test_file_holds_..., so this is the end-to-end check of it)."""
     vocab = llama_src / "models" / VOCAB[model["arch"]]
     f = tmp_path / "case.txt"
+    cases = _vocab_tests(Path(f"{vocab}.inp"), Path(f"{vocab}.out"))
     failures = []
-    for text, want in _vocab_tests(Path(f"{vocab}.inp"), Path(f"{vocab}.out")):
+    for text, want in [c for c in cases if len(c[0].strip()) > 8][:3]:
         f.write_bytes(text.encode())
         got = _tokenize(llama_bin, model["path"], f, "--no-parse-special", "--no-bos")
         if got != want:
             failures.append((text, want, got))
     assert not failures, failures[:3]
+    f.write_bytes("\n".join(text for text, _ in cases).encode())
+    ours = _tokenize(llama_bin, model["path"], f, "--no-parse-special", "--no-bos")
+    assert len(ours) > 200 and ours == _tokenize(llama_bin, vocab, f, "--no-parse-special", "--no-bos")
     # with special tokens parsed, and the same ids as the vocab GGUF itself gives
     f.write_text("<|im_start|>user\nHello, world! Ünïcödé 你好 🦙\t 12345<|im_end|>\n")
     ours = _tokenize(llama_bin, model["path"], f)
