@@ -10,12 +10,12 @@ from tests.support.workflow import REPO, job_counts, snakemake
 def test_demo_dag_is_complete(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "2", configfile=REPO / "config/demo.yaml").stdout
     counts = job_counts(out)
-    # 4 quants x 3 KV types x 2 contexts = 24 PPL cells; the 12 at ctx 512 come from the baseline pass and the
-    # 11 KLD runs (4 quants x 3 KV types, less F16 with f16 KV: that is the baseline pass); 4 llama-bench; a server
+    # 4 quants x 2 KV types x 2 contexts = 16 PPL cells; the 8 at ctx 512 come from the baseline pass and the
+    # 7 KLD runs (4 quants x 2 KV types, less F16 with f16 KV: that is the baseline pass); 4 llama-bench; a server
     # check per VRAM budget (2) at the one served context
     assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 4,
-                      "kld_base": 1, "llama_bench": 4, "perplexity": 12, "kld": 11, "aggregate": 1, "figures": 1,
-                      "server_check": 2, "server_table": 1, "summary_report": 1, "all": 1, "total": 42}
+                      "kld_base": 1, "llama_bench": 4, "perplexity": 8, "kld": 7, "aggregate": 1, "figures": 1,
+                      "server_check": 2, "server_table": 1, "summary_report": 1, "all": 1, "total": 34}
 
 
 def test_demo_is_the_default_config(tmp_path):
