@@ -38,6 +38,11 @@ def write_json(path: str | Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def made_here(path: str | Path) -> bool:
+    """A file under a results/ folder: this workflow made it, so it may remove it for a plain rerun to re-make."""
+    return "results" in Path(path).resolve().parts
+
+
 def read_json(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -45,7 +50,7 @@ def read_json(path: str | Path) -> dict:
     except FileNotFoundError:
         raise
     except json.JSONDecodeError as e:
-        if "results" in path.resolve().parts:  # a record this workflow made: removed, so a plain rerun re-makes it
+        if made_here(path):  # removed, so a plain rerun re-makes it
             path.unlink(missing_ok=True)
             raise ToolFailed(f"{path} is not valid JSON ({e}): removed it; a plain rerun makes it again") from e
         raise ToolFailed(f"{path} is not valid JSON ({e}); fix or delete it and rerun the job that makes it") from e

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import ToolFailed
-from ..core.io import mismatch, read_json, remove_with_stamp, sha256_file, stamp_verified, write_json
+from ..core.io import made_here, mismatch, read_json, remove_with_stamp, sha256_file, stamp_verified, write_json
 from ..llamacpp.gguf import KV_SHAPE_COLUMNS, check_gguf, kv_shape
 
 
@@ -34,7 +34,7 @@ def load_manifest(manifest: str | Path) -> dict:
     manifest = Path(manifest)
     data = read_json(manifest)
     if not data.get("files"):
-        if "results" in manifest.resolve().parts:  # ours, as read_json treats a record that is not JSON
+        if made_here(manifest):  # as read_json treats a record that is not JSON
             manifest.unlink(missing_ok=True)
             raise ToolFailed(f"{manifest} lists no files: removed it; a plain rerun makes the quant again")
         raise ToolFailed(f"{manifest} lists no files; delete it and rerun the model's download/quantize job")
