@@ -59,9 +59,13 @@ def _wait_for(cond, seconds: float = 10.0) -> bool:
 
 
 def _tool_pid(job: int) -> int | None:
+    """The job's tool once it runs `sleep`: a child seen before its exec may not have set its death signal yet."""
     kids = Path(f"/proc/{job}/task/{job}/children")
     pids = kids.read_text().split() if kids.exists() else []
-    return int(pids[0]) if pids else None
+    try:
+        return int(pids[0]) if pids and Path(f"/proc/{pids[0]}/cmdline").read_bytes().startswith(b"sleep") else None
+    except OSError:
+        return None
 
 
 def test_kill_9_of_the_parent_ends_the_job_its_tool_and_its_partial_file(tmp_path):
