@@ -5,8 +5,9 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
+from ggufbench.core.cache import cache_dir
 from ggufbench.core.io import write_json
-from ggufbench.llamacpp.build import build_llama_cpp, cache_dir
+from ggufbench.llamacpp.build import build_llama_cpp
 
 record = build_llama_cpp(
     snakemake.wildcards.build,

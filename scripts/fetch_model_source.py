@@ -5,8 +5,8 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
+from ggufbench.core.cache import cache_dir
 from ggufbench.core.io import sha256_file, write_json
-from ggufbench.llamacpp.build import cache_dir
 from ggufbench.sources.registry import fetch_model_source
 
 out = Path(snakemake.output.gguf)

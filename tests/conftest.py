@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ggufbench.core.cache import cache_dir
 from ggufbench.core.errors import GgufbenchError
-from ggufbench.llamacpp.build import TOOLS, build_llama_cpp, cache_dir, fetch_source
+from ggufbench.llamacpp.build import TOOLS, build_llama_cpp, fetch_source
 from tests.support import DATA, REPO
 
 CPU_CAPTURES = DATA / "cpu-0.3.36"

@@ -17,6 +17,12 @@ from .errors import ToolFailed
 from .io import mismatch, remove_with_stamp, sha256_file, write_json
 
 
+def cache_dir(configured: str | None = None) -> Path:
+    """The cache's folder: the config's cache_dir, else $GGUFBENCH_CACHE, else ~/.cache/ggufbench."""
+    d = configured or os.environ.get("GGUFBENCH_CACHE") or Path.home() / ".cache" / "ggufbench"
+    return Path(d).expanduser()
+
+
 @contextlib.contextmanager
 def exclusive(lock: Path) -> Iterator[None]:
     """Hold an exclusive lock on `lock` (a file, created) for the block; waits while another process holds it.

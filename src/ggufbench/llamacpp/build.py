@@ -24,7 +24,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from ..core.cache import check_tree, exclusive, fingerprint, note, pypi_download, remove_stale_work
+from ..core.cache import cache_dir, check_tree, exclusive, fingerprint, note, pypi_download, remove_stale_work
 from ..core.errors import ConfigError, ToolFailed
 from ..core.io import atomic_path, mismatch, read_json, sha256_file, write_json
 from .features import MINIMUM, check_source, optional_tools, probe
@@ -34,11 +34,6 @@ from .run import run_tool
 # outputs). llama-fit-params (what --fit decides) is built too where the source has it (features.OPTIONAL_TOOLS).
 TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize", "llama-server")
 KEYED_TOOLS = (*TOOLS, "llama-fit-params")  # part of the build key as it was before fit-params became optional
-
-
-def cache_dir(configured: str | None = None) -> Path:
-    d = configured or os.environ.get("GGUFBENCH_CACHE") or Path.home() / ".cache" / "ggufbench"
-    return Path(d).expanduser()
 
 
 def _first_line(cmd: list[str]) -> str | None:

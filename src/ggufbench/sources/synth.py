@@ -587,7 +587,7 @@ def make_model_source(spec: dict, dest: Path, cache: Path, llama_source: dict | 
 
 def _default_vocab(arch: str) -> Path | None:
     """ggml-vocab-qwen2/qwen35.gguf from a llama.cpp source tree in the build cache, if there is one."""
-    from ..llamacpp.build import cache_dir
+    from ..core.cache import cache_dir
 
     name = "ggml-vocab-qwen35.gguf" if arch == "qwen35moe" else "ggml-vocab-qwen2.gguf"
     found = sorted(cache_dir().glob(f"sources/*/**/models/{name}"))

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ggufbench.core.cache import cache_dir
 from ggufbench.core.errors import ConfigError
 from ggufbench.llamacpp.bench_output import parse_bench_jsonl
-from ggufbench.llamacpp.build import cache_dir
 from ggufbench.llamacpp.gguf import read_kv
 from ggufbench.llamacpp.perplexity_output import parse_perplexity
 from ggufbench.sources import synth
