@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,16 +19,6 @@ from tests.support.workflow import REPO, job_counts, snakemake
 pytestmark = pytest.mark.e2e
 QUANTS = ["F16", "Q8_0", "Q4_K_M", "Q2_K"]
 KVS = ["f16", "q8_0"]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo run once for the module. GGUFBENCH_DEMO_WORKDIR names a working directory to run it in instead
-    (a developer's finished demo: the run there is then only what changed; some tests change that folder)."""
-    reuse = os.environ.get("GGUFBENCH_DEMO_WORKDIR")
-    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("demo")
-    proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
-    return workdir, proc
 
 
 def _finite(df, cols):
