@@ -8,6 +8,11 @@ Sources (config `builds.<name>.source`, exactly one of):
 A build is keyed by source identity + CMake arguments + compiler and nvcc versions. Finished builds live in a
 cache outside the repo (GGUFBENCH_CACHE, default ~/.cache/ggufbench), so an unchanged build is reused by
 every checkout and test run on the machine; a build that fails or is killed leaves only a scratch folder.
+
+A build's record (results/builds/<build>/build.json) notes each tool's size and sha256, so the jobs that run a tool
+check it there without the cache (ensure_tool): the cache is needed only to put back a tool that changed, and then
+the one named now ($GGUFBENCH_CACHE or the config's cache_dir) is used, found by the build's key, wherever the
+build was cached when it was made. A cache that cannot be written still gives what it holds intact.
 """
 
 from __future__ import annotations
@@ -24,9 +29,20 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from ..core.cache import cache_dir, check_tree, exclusive, fingerprint, note, pypi_download, remove_stale_work
+from ..core.cache import (
+    READ_ONLY,
+    cache_dir,
+    check_tree,
+    exclusive,
+    fingerprint,
+    not_writable,
+    note,
+    pypi_download,
+    remove_stale_work,
+    unwritable,
+)
 from ..core.errors import ConfigError, ToolFailed
-from ..core.io import atomic_path, mismatch, read_json, sha256_file, write_json
+from ..core.io import mismatch, read_json, remove_with_stamp, sha256_file, stamp_verified, write_json
 from .features import MINIMUM, check_source, optional_tools, probe
 from .run import run_tool
 
@@ -79,7 +95,12 @@ def _extract(archive: Path, dest: Path) -> Path:
         return dest
     tmp = dest.with_name(dest.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        if e.errno in READ_ONLY:
+            raise not_writable(dest.parent, e, f"{archive.name} is not extracted in the cache yet") from e
+        raise
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             z.extractall(tmp)
@@ -144,13 +165,19 @@ def fetch_source(source: dict, cache: Path, log: str | Path | None = None) -> tu
     else:
         url, ref = spec["url"], str(spec["ref"])
         repo = cache / "git" / hashlib.sha256(url.encode()).hexdigest()[:16]
-        if not (repo / ".git").exists():
-            repo.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(repo, ignore_errors=True)
-            run_tool(["git", "clone", "--filter=blob:none", "--no-checkout", url, str(repo)], log)
-        run_tool(["git", "-C", str(repo), "fetch", "--tags", "origin", ref], log)
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "FETCH_HEAD^{commit}"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        if re.fullmatch(r"[0-9a-f]{40}", ref) and (cache / "sources" / f"git-{ref}").is_dir():
+            commit = ref  # a full commit already extracted: nothing to fetch (offline, or a read-only cache)
+        else:
+            refused = unwritable(repo / ".git" if (repo / ".git").is_dir() else repo.parent)
+            if refused is not None:
+                raise not_writable(cache, refused, f"git ref {ref} of {url} must be fetched into the cache to be "
+                                                   "resolved (a full 40-hex commit already extracted needs no fetch)")
+            if not (repo / ".git").exists():
+                shutil.rmtree(repo, ignore_errors=True)
+                run_tool(["git", "clone", "--filter=blob:none", "--no-checkout", url, str(repo)], log)
+            run_tool(["git", "-C", str(repo), "fetch", "--tags", "origin", ref], log)
+            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "FETCH_HEAD^{commit}"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
         src = cache / "sources" / f"git-{commit}"
         if not src.exists():
             tmp = src.with_name(src.name + f".partial-{os.getpid()}")
@@ -306,37 +333,67 @@ def parse_version(text: str) -> dict:
     return out
 
 
-def _reusable(done: Path, log: str | Path | None) -> bool:
-    """A finished build in the cache whose binaries are as they were when it was cached. One that is not (a
-    truncated or changed binary) is removed, so it is built again, never reused to die of SIGSEGV."""
+def _reusable(done: Path, log: str | Path | None, writable: bool = True) -> dict[str, dict] | None:
+    """The record (bin/<tool> -> {size, sha256}) of a finished build in the cache whose binaries are as they were
+    when it was cached, or None. One that is not (a truncated or changed binary) is removed, so it is built again,
+    never reused to die of SIGSEGV. writable=False (a cache that cannot be written, read without the key's lock):
+    nothing is removed or recorded there."""
     try:
         recorded = json.loads((done / "build.json").read_text())
     except (OSError, ValueError):
         if done.exists():
-            note(log, f"{done} has no readable build.json: building again")
-            shutil.rmtree(done, ignore_errors=True)
-        return False
-    files = recorded.get("files") or {f"bin/{t}": None for t in TOOLS}
-    if any(v is None for v in files.values()):  # cached before binaries were recorded: record them now
+            if writable:
+                note(log, f"{done} has no readable build.json: building again")
+                shutil.rmtree(done, ignore_errors=True)
+            else:
+                note(log, f"{done} has no readable build.json (the cache cannot be written: left as it is)")
+        return None
+    files = recorded.get("files")
+    if not files:  # cached before binaries were recorded: record them now
         missing = [t for t in TOOLS if not (done / "bin" / t).is_file()]
         if missing:
             why = f"bin/{missing[0]} is missing"
         else:
-            write_json(done / "build.json", {**recorded, "files": {f"bin/{p.name}": fingerprint(p)
-                                                                   for p in sorted((done / "bin").iterdir())}})
-            return True
+            files = {f"bin/{p.name}": fingerprint(p) for p in sorted((done / "bin").iterdir())
+                     if not p.name.startswith(".")}  # not the check stamps
+            if writable:
+                write_json(done / "build.json", {**recorded, "files": files})
+            return files
     else:
         why = check_tree(done, files)
     if why is None:
-        return True
-    note(log, f"cached build {done}: {why}; removed it, building again")
-    shutil.rmtree(done, ignore_errors=True)
-    return False
+        return files
+    if writable:
+        note(log, f"cached build {done}: {why}; removed it, building again")
+        shutil.rmtree(done, ignore_errors=True)
+    else:
+        note(log, f"cached build {done}: {why} (the cache cannot be written: left as it is)")
+    return None
+
+
+def _copy_verified(src: Path, dest: Path, want: dict) -> None:
+    """Copy a cached tool to dest whole and as recorded, or not at all: checked as copied, since a cache read without
+    its lock may change under the copy. Each job copies to its own temporary (two may put back one tool at once)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    try:
+        shutil.copy2(src, tmp)
+        got = sha256_file(tmp)
+        if got != want["sha256"]:
+            raise ToolFailed(f"{src} has sha256 {got[:12]} as copied, its record says {want['sha256'][:12]}: it "
+                             "changed while it was copied (another job building it again?); rerun")
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stamp_verified(dest, got)  # the next check of dest is a stat
 
 
 def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str | Path | None = None,
                     cache: Path | None = None) -> dict:
-    """Build (or reuse from the cache) and copy the tools into out_dir/bin; return the build record."""
+    """Build (or reuse from the cache) and copy the tools into out_dir/bin; return the build record, which notes
+    each tool's size and sha256 (`files`) for ensure_tool. cache: default cache_dir() ($GGUFBENCH_CACHE). A cache
+    that cannot be written still gives an identical finished build (read without the key's lock, each tool checked
+    as it is copied); only what must be fetched or built there fails, with CacheNotWritable naming the folder."""
     cache = cache or cache_dir()
     spec = dict(build)  # as configured: what ensure_tool builds again from
     src, ident = fetch_source(build["source"], cache, log)
@@ -355,74 +412,123 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
     builds = cache / "builds"
     done = builds / key
     # one job at a time per key: a second first build waits and reuses, none removes a folder another copies from
-    with exclusive(builds / f".{key}.lock"):
-        for stale in remove_stale_work(builds, key):
-            note(log, f"removed {stale}, the scratch folder of a build that was killed")
-        reused = _reusable(done, log)
-        if not reused:
-            work = builds / f"{key}.work-{os.getpid()}"
-            targets = [*TOOLS, *optional_tools(src)]
-            run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", tc["generator"], *args], log)
-            run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
-                      "--target", *targets], log)
-            (work / "bin").mkdir()
-            for t in targets:
-                shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
-            shutil.rmtree(work / "cmake")
-            write_json(work / "build.json", {"key": key, "files": {f"bin/{t}": fingerprint(work / "bin" / t)
-                                                                   for t in targets}})
-            shutil.rmtree(done, ignore_errors=True)
-            work.rename(done)
-        built = sorted(p.name for p in (done / "bin").iterdir() if not p.name.startswith("."))  # not the stamps
+    with exclusive(builds / f".{key}.lock", read_only_ok=True) as refused:
+        if refused is None:
+            for stale in remove_stale_work(builds, key):
+                note(log, f"removed {stale}, the scratch folder of a build that was killed")
+            files = _reusable(done, log)
+            reused = files is not None
+            if not reused:
+                files = _compile(src, tc["generator"], args, done, jobs, log)
+        else:
+            files = _reusable(done, log, writable=False)
+            if files is None:
+                raise not_writable(cache, refused, f"build {name} (key {key}) is not in the build cache as it was "
+                                                   f"cached ({done}), so it must be built there")
+            reused = True
+            note(log, f"the build cache {cache} cannot be written ({refused.strerror}): using its finished build "
+                      f"{done} without the key's lock, each tool checked as it is copied")
+        built = sorted(Path(f).name for f in files)
         (out_dir / "bin").mkdir(parents=True, exist_ok=True)
         for old in (out_dir / "bin").iterdir():  # a tool an earlier version of this build had, this one lacks
             if old.name not in built and not old.name.startswith("."):
-                old.unlink()
+                remove_with_stamp(old)
         for t in built:
-            with atomic_path(out_dir / "bin" / t) as tmp:
-                shutil.copy2(done / "bin" / t, tmp)
+            _copy_verified(done / "bin" / t, out_dir / "bin" / t, files[f"bin/{t}"])
     # llama-perplexity's common arguments have --version in every supported llama.cpp (llama-bench's came later)
     version = parse_version(run_tool([str(out_dir / "bin" / "llama-perplexity"), "--version"], log).output)
     feats = probe(out_dir / "bin")
+    # cache_path: where it was cached when made (provenance); ensure_tool finds the entry by key in today's cache
     return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
             "commit": ident.get("commit") or version.get("binary_commit") or "unknown",
             "cmake_args": args, "toolchain": tc, **version,
             "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,
             "cuda_architectures_from": arch_note, "amx": amx,
-            "tools": built, "features": feats, "spec": spec}
+            "tools": built, "files": {f"bin/{t}": files[f"bin/{t}"] for t in built}, "features": feats,
+            "spec": spec}
 
 
-def ensure_tool(build_json: str | Path, name: str, log: str | Path | None = None) -> Path:
+def _compile(src: Path, generator: str, args: list[str], done: Path, jobs: int, log: str | Path | None) -> dict:
+    """Configure and build the tools in a scratch folder, then move them in as the finished entry `done` (with the
+    key's lock held); return their record."""
+    work = done.with_name(f"{done.name}.work-{os.getpid()}")
+    targets = [*TOOLS, *optional_tools(src)]
+    run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", generator, *args], log)
+    run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
+              "--target", *targets], log)
+    (work / "bin").mkdir()
+    for t in targets:
+        shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
+    shutil.rmtree(work / "cmake")
+    files = {f"bin/{t}": fingerprint(work / "bin" / t) for t in targets}
+    write_json(work / "build.json", {"key": done.name, "files": files})
+    shutil.rmtree(done, ignore_errors=True)
+    work.rename(done)
+    return files
+
+
+def ensure_tool(build_json: str | Path, name: str, log: str | Path | None = None, cache: Path | None = None) -> Path:
     """The tool `name` of the build whose record is build_json, as that build made it, for the job about to run
-    it. A tool deleted or changed under results/builds/ since is put back from the build cache, or built again
-    there (same key) when the cache lost it too, and the job goes on: a deleted binary re-measures nothing. (The
-    tools are not inputs of the measuring rules for this reason: a missing input makes Snakemake run the build
-    job, and then every job downstream of it, issue 17.)"""
+    it. (The tools are not inputs of the measuring rules: a missing input makes Snakemake run the build job, and
+    then every job downstream of it, issue 17.)
+
+    A tool as build.json notes it (size; sha256 when size or mtime moved) is returned without the cache: no lock, no
+    read, so a read-only or missing cache costs nothing. Only a tool deleted or changed needs the cache: the one
+    named now (cache, default cache_dir(): $GGUFBENCH_CACHE), where the entry is found by the build's key, not at
+    the path build.json noted. It is put back from there, or built again there (same key) when the cache lost it
+    too, and the job goes on: a deleted binary re-measures nothing. A cache that cannot be written gives what it
+    holds intact; where a repair must write it, CacheNotWritable names it and what to do. A record made before
+    build.json noted its tools (no `files`) is checked against the cache entry, as before."""
     build_json = Path(build_json)
     rec = read_json(build_json)
     path = build_json.parent / "bin" / name
     if name not in rec.get("tools", TOOLS):
         raise ToolFailed(f"build {rec.get('build')} has no {name} (its tools: {', '.join(rec.get('tools', []))})")
-    done = Path(rec["cache_path"])
-    with exclusive(done.parent / f".{done.name}.lock"):
-        if _reusable(done, log):
-            expected = read_json(done / "build.json")["files"][f"bin/{name}"]
-            why = mismatch(path, expected["size"], expected["sha256"])
-            if why is None:
-                return path
-            with atomic_path(path) as tmp:
-                shutil.copy2(done / "bin" / name, tmp)
-            note(log, f"{path} {why}: put back from the build cache ({done})")
-            return path
+    noted = (rec.get("files") or {}).get(f"bin/{name}")
+    why = mismatch(path, noted["size"], noted["sha256"]) if noted else None
+    if noted and why is None:
+        return path
+    cache = cache or cache_dir()
+    done = cache / "builds" / rec["key"]
+    with exclusive(done.parent / f".{done.name}.lock", read_only_ok=True) as refused:
+        files = _reusable(done, log, writable=refused is None)
+        if files is not None:
+            return _put_back(path, done, files, noted, log)
+    if refused is not None:
+        lost = f"the build cache has no intact build of key {rec['key']} ({done})"
+        if noted:
+            what = f"{path} {why}, and {lost} to put it back from, so it must be built again there"
+        else:
+            what = (f"{path} can only be checked against the build cache (its build.json predates per-tool records), "
+                    f"and {lost}, so it must be built again there")
+        raise not_writable(cache, refused, what)
     if "spec" not in rec:
         raise ToolFailed(f"{path} is needed, and neither it nor the build cache entry {done} is as built; rebuild: "
                          f"snakemake --forcerun build_llama_cpp {build_json}")
-    note(log, f"{path}: the build cache lost build {rec['build']} ({done}); building it again")
+    note(log, f"{path}: the build cache {cache} has no intact build {rec['build']} (key {rec['key']}); building it "
+              "again there")
     again = build_llama_cpp(rec["build"], rec["spec"], build_json.parent, jobs=os.cpu_count() or 2, log=log,
-                            cache=done.parent.parent)
+                            cache=cache)
     if again["key"] != rec["key"]:
         raise ToolFailed(f"build {rec['build']} built again as key {again['key']}, its record says {rec['key']} (the "
                          f"toolchain changed since): rebuild it on purpose, snakemake --forcerun build_llama_cpp "
                          f"{build_json}")
+    return path
+
+
+def _put_back(path: Path, done: Path, files: dict[str, dict], noted: dict | None, log: str | Path | None) -> Path:
+    """path as the cache entry `done` (intact, its record `files`) has it: kept if it already is, else copied."""
+    want = files.get(f"bin/{path.name}")
+    if want is None:
+        raise ToolFailed(f"the build cache entry {done} has no bin/{path.name}, which its build's record lists: "
+                         f"remove {done} and rerun, to build it again")
+    why = mismatch(path, want["size"], want["sha256"])
+    if why is None:  # as the cache's build of this key: built again since build.json was written (other bytes)
+        return path
+    _copy_verified(done / "bin" / path.name, path, want)
+    line = f"{path} {why}: put back from the build cache ({done})"
+    if noted is not None and noted["sha256"] != want["sha256"]:
+        line += " (built again since the build's record was written: same key, other bytes)"
+    note(log, line)
     return path

@@ -1,19 +1,33 @@
 """core.cache: the machine-wide cache shared by jobs and checkouts. The lock with real processes (one killed with
 SIGKILL holding it), downloads with the real pip against a local find-links folder (PIP_NO_INDEX: offline),
-damaged entries (truncated, changed, fetched before records were kept) fetched again."""
+damaged entries (truncated, changed, fetched before records were kept) fetched again, and a cache that cannot be
+written (really read-only: see read_only) read without its locks."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from ggufbench.core.cache import check_file, exclusive, pypi_download, record_file, remove_stale_work
+from ggufbench.core.cache import (
+    CacheNotWritable,
+    check_file,
+    exclusive,
+    pypi_download,
+    record_file,
+    remove_stale_work,
+    unwritable,
+    verify,
+)
 from ggufbench.core.errors import ToolFailed
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
@@ -146,3 +160,127 @@ def test_a_recorded_file_that_changed_in_place_is_named(tmp_path):
     record_file(f)
     f.write_bytes(b"b" * 1000)
     assert check_file(f).startswith("has sha256 ")
+
+
+# A cache that cannot be written ---------------------------------------------------------------------------------
+
+def _make_read_only(folder: Path):
+    """(undo, how) after making folder and all under it read-only. chmod stops any user but root; root (these tests
+    may run as root) needs a read-only bind mount of the folder on itself, else the immutable attribute."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")] if not p.is_symlink()}
+        for p, mode in modes.items():
+            p.chmod(mode & ~0o222)
+
+        def restore():
+            for p, mode in modes.items():
+                p.chmod(mode)
+
+        return restore, "chmod a-w"
+    tried = []
+
+    def run(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except FileNotFoundError as e:
+            return subprocess.CompletedProcess(cmd, 127, "", str(e))
+
+    bind = run("mount", "--bind", str(folder), str(folder))
+    if bind.returncode == 0:
+        def umount():
+            if run("umount", str(folder)).returncode:
+                run("umount", "-l", str(folder))
+
+        ro = run("mount", "-o", "remount,bind,ro", str(folder))
+        if ro.returncode == 0:
+            return umount, "a read-only bind mount"
+        umount()
+        tried.append(f"mount -o remount,bind,ro: {ro.stderr.strip()}")
+    else:
+        tried.append(f"mount --bind: {bind.stderr.strip()}")
+    immutable = run("chattr", "-R", "+i", str(folder))
+    if immutable.returncode == 0:
+        return (lambda: run("chattr", "-R", "-i", str(folder))), "chattr +i"
+    tried.append(f"chattr +i: {immutable.stderr.strip()}")
+    pytest.skip("running as root, whom chmod does not stop, and no other way to make a folder read-only works here: "
+                + "; ".join(tried))
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[str]:
+    """folder (made if missing) really read-only for the block, for this process too; yields how it was done. A
+    test that cannot have it is skipped, saying why."""
+    folder.mkdir(parents=True, exist_ok=True)
+    undo, how = _make_read_only(folder)
+    try:
+        probe = folder / ".write-probe"
+        try:
+            probe.touch()
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip(f"{folder} stayed writable after {how}")
+        yield how
+    finally:
+        undo()
+
+
+@pytest.mark.faults
+def test_a_read_only_folder_yields_its_error_instead_of_a_lock(tmp_path):
+    import errno
+
+    lock = tmp_path / "cache/builds/.k1.lock"
+    with read_only(tmp_path / "cache"):
+        with pytest.raises(OSError):
+            with exclusive(lock):
+                pass
+        with exclusive(lock, read_only_ok=True) as refused:
+            assert refused.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        assert unwritable(tmp_path / "cache/builds") is not None
+    assert not lock.exists() and not (tmp_path / "cache/builds").exists()
+    with exclusive(lock, read_only_ok=True) as refused:
+        assert refused is None and lock.exists()
+    assert unwritable(tmp_path / "cache/builds") is None
+
+
+@pytest.mark.faults
+def test_a_cached_file_is_checked_in_a_read_only_cache_where_its_stamp_cannot_be_written(tmp_path):
+    f = tmp_path / "cache/x.bin"
+    f.parent.mkdir()
+    f.write_bytes(b"a" * 1000)
+    record_file(f)
+    want = {"size": 1000, "sha256": hashlib.sha256(b"a" * 1000).hexdigest()}
+    with read_only(tmp_path / "cache"):
+        assert check_file(f) is None and verify(f, **want) is None  # hashed, not stamped
+        assert not (tmp_path / "cache/.x.bin.verified").exists()
+        assert verify(f, want["size"], "0" * 64).startswith("has sha256 ")
+
+
+@pytest.mark.faults
+def test_a_read_only_download_cache_gives_what_it_holds_without_pip_or_lock(index, tmp_path):
+    got = fetch(tmp_path)
+    (tmp_path / "dl/.demo_pkg-1.0-_.whl.lock").unlink()
+    whole = got.read_bytes()
+    log = tmp_path / "ro.log"
+    with read_only(tmp_path / "dl"):
+        assert fetch(tmp_path, log) == got and got.read_bytes() == whole
+    assert not log.exists()  # pip never ran
+    assert not (tmp_path / "dl/.demo_pkg-1.0-_.whl.lock").exists()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("state", ["missing", "truncated"])
+def test_a_download_a_read_only_cache_must_make_names_the_folder(index, tmp_path, state):
+    got = fetch(tmp_path)
+    if state == "missing":
+        got.unlink()
+    else:
+        got.write_bytes(got.read_bytes()[:100])
+    with read_only(tmp_path / "dl"):
+        with pytest.raises(CacheNotWritable, match=rf"demo-pkg==1.0 is not in the download cache as it was cached, so "
+                                                   rf"it must be downloaded, and the cache folder {tmp_path / 'dl'} "
+                                                   r"cannot be written .*set GGUFBENCH_CACHE \(or the config's "
+                                                   r"cache_dir\) to a writable folder"):
+            fetch(tmp_path)
+    assert fetch(tmp_path).read_bytes() == (index / WHEEL).read_bytes()  # writable again: downloaded

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ggufbench.core.errors import ConfigError
 from ggufbench.llamacpp.build import build_key, check_toolkit, cmake_args, parse_version, resolve_cuda_architectures
 from tests.support import DATA
+from tests.unit.core.test_cache import read_only  # a folder really read-only, also for root
 
 IDENT = {"kind": "pypi_sdist", "package": "llama-cpp-python", "version": "0.3.36",
          "commit": "0c1e57098bba43ac29e6e3b677cdceebdd22334f"}
@@ -78,55 +81,86 @@ def test_parse_version_unrecognised_text():
 
 # The build cache: an entry reused only when its binaries are as they were cached ----------------------------
 
-def cached_build(tmp_path, recorded: bool = True):
+def tool_script(t: str, pad: int = 0) -> bytes:
+    """A stand-in for a llama.cpp tool: a script that prints the real tool's captured --version and --help."""
+    return (f"#!/bin/sh\ncase \"$1\" in\n  --version) cat '{DATA}/cpu-0.3.36/version.txt' ;;\n"
+            f"  --help) cat '{DATA}/cpu-0.3.36/help_{t}.txt' 2>/dev/null ;;\nesac\n# {'x' * pad}\n").encode()
+
+
+def cached_build(cache, key: str = "k1", recorded: bool = True):
+    """A finished build in the cache folder `cache`, as build_llama_cpp leaves one: cache/builds/<key>."""
     from ggufbench.core.cache import fingerprint
     from ggufbench.core.io import write_json
     from ggufbench.llamacpp.build import TOOLS
 
-    done = tmp_path / "builds/k1"
+    done = cache / "builds" / key
     (done / "bin").mkdir(parents=True)
-    for t in TOOLS:
-        (done / "bin" / t).write_bytes(b"\x7fELF" + t.encode() * 5000)
+    for n, t in enumerate(TOOLS):
+        (done / "bin" / t).write_bytes(tool_script(t, 1000 * (n + 1)))
+        (done / "bin" / t).chmod(0o755)
     files = {f"bin/{t}": fingerprint(done / "bin" / t) for t in TOOLS} if recorded else None
-    write_json(done / "build.json", {"key": "k1", **({"files": files} if files else {})})
+    write_json(done / "build.json", {"key": key, **({"files": files} if files else {})})
     return done
 
 
-def test_a_cached_build_as_it_was_cached_is_reused(tmp_path):
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """The cache these tests use ($GGUFBENCH_CACHE, as a job sees it): never the machine's own."""
+    monkeypatch.setenv("GGUFBENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def locks(monkeypatch):
+    """Every lock build.py asks for, in order."""
+    from ggufbench.llamacpp import build
+
+    taken, real = [], build.exclusive
+
+    def spy(lock, *args, **kwargs):
+        taken.append(lock)
+        return real(lock, *args, **kwargs)
+
+    monkeypatch.setattr(build, "exclusive", spy)
+    return taken
+
+
+def test_a_cached_build_as_it_was_cached_is_reused(cache, tmp_path):
     from ggufbench.llamacpp.build import _reusable
 
-    assert _reusable(cached_build(tmp_path), tmp_path / "log") and not (tmp_path / "log").exists()
+    assert _reusable(cached_build(cache), tmp_path / "log") and not (tmp_path / "log").exists()
 
 
 @pytest.mark.faults
-def test_a_truncated_binary_in_the_build_cache_is_built_again_not_reused(tmp_path):
+def test_a_truncated_binary_in_the_build_cache_is_built_again_not_reused(cache, tmp_path):
     """The issue's case: a truncated llama-perplexity in the cache was reused and died of SIGSEGV."""
     from ggufbench.llamacpp.build import _reusable
 
-    done = cached_build(tmp_path)
+    done = cached_build(cache)
     tool = done / "bin/llama-perplexity"
+    size = tool.stat().st_size
     tool.write_bytes(tool.read_bytes()[:1000])
     log = tmp_path / "log"
     assert not _reusable(done, log) and not done.exists()
-    assert f"cached build {done}: bin/llama-perplexity is 1,000 bytes, its record says 80,004; removed it" in \
+    assert f"cached build {done}: bin/llama-perplexity is 1,000 bytes, its record says {size:,}; removed it" in \
         log.read_text()
 
 
-def test_a_build_cached_before_binaries_were_recorded_is_recorded_on_reuse(tmp_path):
+def test_a_build_cached_before_binaries_were_recorded_is_recorded_on_reuse(cache):
     import json
 
     from ggufbench.llamacpp.build import TOOLS, _reusable
 
-    done = cached_build(tmp_path, recorded=False)
+    done = cached_build(cache, recorded=False)
     assert _reusable(done, None)
     assert sorted(json.loads((done / "build.json").read_text())["files"]) == sorted(f"bin/{t}" for t in TOOLS)
 
 
 @pytest.mark.faults
-def test_a_cached_build_missing_a_binary_is_built_again(tmp_path):
+def test_a_cached_build_missing_a_binary_is_built_again(cache, tmp_path):
     from ggufbench.llamacpp.build import _reusable
 
-    done = cached_build(tmp_path, recorded=False)
+    done = cached_build(cache, recorded=False)
     (done / "bin/llama-server").unlink()
     assert not _reusable(done, tmp_path / "log") and not done.exists()
     assert "bin/llama-server is missing" in (tmp_path / "log").read_text()
@@ -134,27 +168,30 @@ def test_a_cached_build_missing_a_binary_is_built_again(tmp_path):
 
 # A build's tools under results/builds/: verified and put back by the job that runs one (ensure_tool) ----------
 
-def built(tmp_path, spec: bool = True):
-    """A build record beside its copied tools, as build_llama_cpp leaves them, over the cache entry above."""
+def built(tmp_path, cache, spec: bool = True, noted: bool = True):
+    """A build record beside its copied tools, as build_llama_cpp leaves them, over the cache entry above. noted:
+    the record notes each tool's size and sha256 (`files`), as records do since issue 25; else only cache_path."""
     import shutil
 
-    from ggufbench.core.io import write_json
+    from ggufbench.core.io import read_json, write_json
     from ggufbench.llamacpp.build import TOOLS
 
-    done = cached_build(tmp_path)
+    done = cached_build(cache)
     out = tmp_path / "results/builds/cpu"
     shutil.copytree(done / "bin", out / "bin")
     write_json(out / "build.json", {"build": "cpu", "key": "k1", "cache_path": str(done), "tools": list(TOOLS),
+                                    **({"files": read_json(done / "build.json")["files"]} if noted else {}),
                                     **({"spec": {"source": {"local": {"path": "/nowhere"}}}} if spec else {})})
     return out, done
 
 
 @pytest.mark.faults
+@pytest.mark.parametrize("noted", [True, False], ids=["record", "record-before-issue-25"])
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "changed"])
-def test_a_damaged_tool_is_put_back_from_the_build_cache_by_the_job_that_runs_it(tmp_path, damage):
+def test_a_damaged_tool_is_put_back_from_the_build_cache_by_the_job_that_runs_it(tmp_path, cache, damage, noted):
     from ggufbench.llamacpp.build import ensure_tool
 
-    out, done = built(tmp_path)
+    out, done = built(tmp_path, cache, noted=noted)
     tool = out / "bin/llama-bench"
     good = tool.read_bytes()
     if damage == "deleted":
@@ -165,31 +202,256 @@ def test_a_damaged_tool_is_put_back_from_the_build_cache_by_the_job_that_runs_it
         tool.write_bytes(good[:-1] + b"!")
     log = tmp_path / "log"
     assert ensure_tool(out / "build.json", "llama-bench", log) == tool
-    assert tool.read_bytes() == good
-    assert f"{tool} " in log.read_text() and "put back from the build cache" in log.read_text()
+    assert tool.read_bytes() == good and os.access(tool, os.X_OK)
+    assert f"{tool} " in log.read_text() and f"put back from the build cache ({done})" in log.read_text()
     log.unlink()
     assert ensure_tool(out / "build.json", "llama-bench", log) == tool and not log.exists()  # as built: quiet
 
 
-def test_a_tool_the_build_lacks_is_named(tmp_path):
+def test_a_tool_the_build_lacks_is_named(tmp_path, cache):
     from ggufbench.core.errors import ToolFailed
     from ggufbench.llamacpp.build import ensure_tool
 
-    out, _ = built(tmp_path)
+    out, _ = built(tmp_path, cache)
     with pytest.raises(ToolFailed, match="build cpu has no llama-fit-params"):
         ensure_tool(out / "build.json", "llama-fit-params")
 
 
 @pytest.mark.faults
-def test_a_tool_gone_with_its_cache_entry_from_a_record_without_its_spec_says_how_to_rebuild(tmp_path):
+def test_a_tool_gone_with_its_cache_entry_from_a_record_without_its_spec_says_how_to_rebuild(tmp_path, cache):
     import shutil
 
     from ggufbench.core.errors import ToolFailed
     from ggufbench.llamacpp.build import ensure_tool
 
-    out, done = built(tmp_path, spec=False)
+    out, done = built(tmp_path, cache, spec=False)
     (out / "bin/llama-bench").unlink()
     shutil.rmtree(done)
     with pytest.raises(ToolFailed, match=r"neither it nor the build cache entry .* rebuild: snakemake --forcerun "
                                          r"build_llama_cpp"):
         ensure_tool(out / "build.json", "llama-bench")
+
+
+# Issue 25: the cache is not a single point of failure (read-only, absent, moved) ---------------------------------
+
+@pytest.mark.faults
+@pytest.mark.parametrize("state", ["read-only", "absent", "read-only, tool touched"])
+def test_an_intact_tool_is_checked_against_its_build_record_without_the_cache(tmp_path, cache, locks, state):
+    """The issue's case: with GGUFBENCH_CACHE read-only every job failed on the key's lock, though the tool under
+    results/builds/ was intact. Now the tool is checked against build.json alone (a touched one: by its sha256)."""
+    import shutil
+
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, done = built(tmp_path, cache)
+    tool = out / "bin/llama-perplexity"
+    log = tmp_path / "log"
+    if state == "absent":
+        shutil.rmtree(cache)
+        assert ensure_tool(out / "build.json", "llama-perplexity", log) == tool
+        assert not cache.exists()
+    else:
+        if "touched" in state:
+            os.utime(tool, ns=(1, 1))
+        with read_only(cache):
+            assert ensure_tool(out / "build.json", "llama-perplexity", log) == tool
+        assert not (done.parent / ".k1.lock").exists()
+    assert locks == [] and not log.exists()
+
+
+@pytest.mark.faults
+def test_a_record_from_before_issue_25_is_checked_against_a_read_only_cache(tmp_path, cache):
+    """Such a record notes no tool: its check reads the cache entry, which a read-only cache still gives."""
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, done = built(tmp_path, cache, noted=False)
+    log = tmp_path / "log"
+    with read_only(cache):
+        assert ensure_tool(out / "build.json", "llama-perplexity", log) == out / "bin/llama-perplexity"
+    assert not log.exists() and not (done.parent / ".k1.lock").exists()
+
+
+@pytest.mark.faults
+def test_a_deleted_tool_is_put_back_from_a_read_only_cache_that_holds_it(tmp_path, cache, locks):
+    """Putting a tool back only reads the cache: a read-only one that holds the build intact gives it, without the
+    key's lock (the copy is checked against the record as it is made)."""
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, done = built(tmp_path, cache)
+    tool = out / "bin/llama-bench"
+    good = tool.read_bytes()
+    tool.unlink()
+    log = tmp_path / "log"
+    with read_only(cache):
+        assert ensure_tool(out / "build.json", "llama-bench", log) == tool
+    assert tool.read_bytes() == good
+    assert f"{tool} is missing: put back from the build cache ({done})" in log.read_text()
+    assert not (done.parent / ".k1.lock").exists()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("entry", ["lost", "truncated"])
+def test_a_tool_a_read_only_cache_cannot_give_back_names_the_cache_and_what_to_do(tmp_path, cache, entry):
+    """A repair that must write the cache (its entry lost or damaged: build it again) and cannot: a named error
+    with what to do, not a PermissionError from the lock; the cache is left as it is."""
+    import shutil
+
+    from ggufbench.core.cache import CacheNotWritable
+    from ggufbench.llamacpp.build import ensure_tool
+
+    out, done = built(tmp_path, cache)
+    (out / "bin/llama-bench").unlink()
+    if entry == "lost":
+        shutil.rmtree(done)
+    else:
+        (done / "bin/llama-bench").write_bytes(b"#!/bin/sh\n")
+    log = tmp_path / "log"
+    with read_only(cache):
+        with pytest.raises(CacheNotWritable) as err:
+            ensure_tool(out / "build.json", "llama-bench", log)
+    assert str(err.value).startswith(f"{out / 'bin/llama-bench'} is missing, and the build cache has no intact "
+                                     f"build of key k1 ({done}) to put it back from, so it must be built again "
+                                     f"there, and the cache folder {cache} cannot be written (")
+    assert str(err.value).endswith(f"Make {cache} writable, or set GGUFBENCH_CACHE (or the config's cache_dir) to "
+                                   "a writable folder, then rerun")
+    assert (entry == "lost") != done.exists()  # a damaged entry is not removed: it cannot be
+    if entry == "truncated":
+        assert f"cached build {done}: bin/llama-bench is 10 bytes" in log.read_text()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("noted", [True, False], ids=["record", "record-before-issue-25"])
+def test_a_tool_is_put_back_from_the_cache_where_it_was_moved_not_where_it_was(tmp_path, noted, monkeypatch):
+    """The issue's case: with the cache moved, a job rebuilt llama.cpp for 11 minutes into the old path, ignoring
+    GGUFBENCH_CACHE. Now the entry is found by its key in the cache named now, and the old path stays gone."""
+    from ggufbench.llamacpp.build import ensure_tool
+
+    old, new = tmp_path / "old-cache", tmp_path / "disk2/cache"
+    out, done = built(tmp_path, old, noted=noted)
+    new.parent.mkdir()
+    old.rename(new)
+    monkeypatch.setenv("GGUFBENCH_CACHE", str(new))
+    tool = out / "bin/llama-server"
+    good = tool.read_bytes()
+    tool.unlink()
+    log = tmp_path / "log"
+    assert ensure_tool(out / "build.json", "llama-server", log) == tool and tool.read_bytes() == good
+    assert f"put back from the build cache ({new / 'builds/k1'})" in log.read_text()
+    assert not old.exists()
+
+
+# build_llama_cpp over a stand-in for fetching and compiling: the cache's part of it, for real --------------------
+
+SPEC = {"source": {"local": {"path": "/llama.cpp"}}, "native": False}
+FULL_TC = {**TC, "cmake": "cmake version 3.25.1", "generator": "Ninja", "cxx": "/usr/bin/c++", "nvcc": None,
+           "platform": "Linux", "machine": "x86_64"}
+
+
+@pytest.fixture
+def compiles(tmp_path, monkeypatch):
+    """build_llama_cpp with a fixed source and toolchain, whose compile writes tool_script stand-ins; yields the
+    list of the entries it compiled. The build key is the real one."""
+    import json
+
+    from ggufbench.core.cache import fingerprint
+    from ggufbench.llamacpp import build
+
+    made = []
+
+    def compile_(src, generator, args, done, jobs, log):
+        work = done.with_name(f"{done.name}.work-{os.getpid()}")
+        (work / "bin").mkdir(parents=True)
+        for t in build.TOOLS:
+            (work / "bin" / t).write_bytes(tool_script(t, 10 * len(made)))
+            (work / "bin" / t).chmod(0o755)
+        files = {f"bin/{t}": fingerprint(work / "bin" / t) for t in build.TOOLS}
+        (work / "build.json").write_text(json.dumps({"key": done.name, "files": files}))
+        work.rename(done)
+        made.append(done)
+        return files
+
+    src = tmp_path / "llama.cpp"
+    src.mkdir()
+    monkeypatch.setattr(build, "fetch_source", lambda source, cache, log=None: (src, IDENT))
+    monkeypatch.setattr(build, "toolchain", lambda cuda: dict(FULL_TC))
+    monkeypatch.setattr(build, "_compile", compile_)
+    return made
+
+
+def the_key():
+    return build_key(IDENT, cmake_args(SPEC, IDENT), FULL_TC)
+
+
+def test_the_build_record_notes_each_tool_and_a_job_checks_it_there_alone(tmp_path, cache, compiles, locks):
+    from ggufbench.core.cache import fingerprint
+    from ggufbench.core.io import write_json
+    from ggufbench.llamacpp.build import TOOLS, build_llama_cpp, ensure_tool
+
+    out = tmp_path / "results/builds/cpu"
+    rec = build_llama_cpp("cpu", SPEC, out, jobs=1, log=tmp_path / "log", cache=cache)
+    assert compiles == [cache / "builds" / the_key()] and not rec["reused_from_cache"]
+    assert rec["files"] == {f"bin/{t}": fingerprint(out / "bin" / t) for t in TOOLS}
+    assert rec["version"] == "0.5.0-dev" and rec["features"]["flash_attn"] == "on|off|auto"  # the stand-ins ran
+    write_json(out / "build.json", rec)
+    locks.clear()
+    for t in TOOLS:
+        assert ensure_tool(out / "build.json", t) == out / "bin" / t
+    assert locks == []
+    again = build_llama_cpp("cpu", SPEC, tmp_path / "other", jobs=1, cache=cache)
+    assert again["reused_from_cache"] and again["files"] == rec["files"] and len(compiles) == 1
+
+
+@pytest.mark.faults
+def test_an_identical_build_is_reused_from_a_read_only_cache(tmp_path, cache, compiles):
+    from ggufbench.llamacpp.build import build_llama_cpp
+
+    first = build_llama_cpp("cpu", SPEC, tmp_path / "a", jobs=1, cache=cache)
+    (cache / "builds" / f".{the_key()}.lock").unlink()
+    log = tmp_path / "log"
+    with read_only(cache):
+        rec = build_llama_cpp("cpu", SPEC, tmp_path / "b", jobs=1, log=log, cache=cache)
+    assert rec["reused_from_cache"] and rec["files"] == first["files"] and len(compiles) == 1
+    assert (tmp_path / "b/bin/llama-bench").read_bytes() == (tmp_path / "a/bin/llama-bench").read_bytes()
+    assert f"the build cache {cache} cannot be written" in log.read_text()
+    assert not (cache / "builds" / f".{the_key()}.lock").exists()
+
+
+@pytest.mark.faults
+def test_a_build_a_read_only_cache_lacks_names_the_cache_and_compiles_nothing(tmp_path, cache, compiles):
+    from ggufbench.core.cache import CacheNotWritable
+    from ggufbench.llamacpp.build import build_llama_cpp
+
+    with read_only(cache):
+        with pytest.raises(CacheNotWritable, match=rf"build cpu \(key {the_key()}\) is not in the build cache as it "
+                                                   rf"was cached .*, so it must be built there, and the cache folder "
+                                                   rf"{cache} cannot be written"):
+            build_llama_cpp("cpu", SPEC, tmp_path / "a", jobs=1, cache=cache)
+    assert compiles == [] and not (tmp_path / "a/bin").exists()
+
+
+@pytest.mark.faults
+def test_a_build_lost_with_the_moved_cache_is_built_again_in_the_new_place(tmp_path, compiles, monkeypatch):
+    """Moved, and the entry did not come along: the job builds it again in the cache named now (same key), not at the
+    path its record names."""
+    import shutil
+
+    from ggufbench.core.io import write_json
+    from ggufbench.llamacpp.build import build_llama_cpp, ensure_tool
+
+    old, new = tmp_path / "old-cache", tmp_path / "new-cache"
+    out = tmp_path / "results/builds/cpu"
+    write_json(out / "build.json", build_llama_cpp("cpu", SPEC, out, jobs=1, cache=old))
+    shutil.rmtree(old)
+    monkeypatch.setenv("GGUFBENCH_CACHE", str(new))
+    (out / "bin/llama-quantize").unlink()
+    log = tmp_path / "log"
+    assert ensure_tool(out / "build.json", "llama-quantize", log).is_file()
+    assert compiles == [old / "builds" / the_key(), new / "builds" / the_key()] and not old.exists()
+    assert f"the build cache {new} has no intact build cpu (key {the_key()}); building it again there" in \
+        log.read_text()
+    log.unlink()  # built again: other bytes than the record notes, the same key; accepted, quietly
+    assert ensure_tool(out / "build.json", "llama-quantize", log).is_file() and not log.exists()
+    (out / "bin/llama-bench").unlink()
+    ensure_tool(out / "build.json", "llama-bench", log)
+    assert "put back from the build cache" in log.read_text() and "same key, other bytes" in log.read_text()
+
