@@ -1,4 +1,5 @@
-"""Checks the JSON Schema cannot express: cross-references between config sections.
+"""Checks the JSON Schema cannot express: cross-references between config sections, and the numbers it lets
+through (an integer written as 512.0, .nan), one small check per concern (CHECKS).
 
 Run by rules/common.smk right after schema validation, so a bad config fails before any job runs, with a
 message that names the key.
@@ -6,14 +7,23 @@ message that names the key.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .errors import ConfigError
 
 
 def check_config(config: dict) -> None:
-    problems: list[str] = []
+    """Every problem at once, one line each naming its key: ConfigError when there is any."""
+    problems = [problem for check in CHECKS for problem in check(config)]
+    if problems:
+        raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
+
+
+def _models(config: dict) -> list[str]:
+    """A model's baseline is one of its quants, its quantize_build a build, and a made quant has a source."""
     builds = config["builds"]
+    problems = []
     for name, model in config["models"].items():
         quants = model["quants"]
         if model["baseline"] not in quants:
@@ -22,46 +32,60 @@ def check_config(config: dict) -> None:
         qb = model.get("quantize_build")
         if qb is not None and qb not in builds:
             problems.append(f"models.{name}.quantize_build: {qb!r} is not a key of builds ({', '.join(builds)})")
-        for quant, origin in quants.items():
-            for kind in ("quantize", "source"):
-                if kind in origin and "source" not in model:
-                    problems.append(f"models.{name}.quants.{quant}: `{kind}:` needs models.{name}.source "
-                                    "(the file it is made from)")
-    for key, path in _local_paths(config):
-        if not Path(path).exists():
-            problems.append(f"{key}: {path} does not exist (relative paths are read from the working directory, "
-                            f"{Path.cwd()}); fix the path or put the file there")
-    for section in ("perplexity", "kld"):
-        if section not in config:  # a speed-only study measures no quality
-            continue
-        corpus = config[section]["corpus"]
-        if corpus not in config["corpora"]:
-            problems.append(f"{section}.corpus: {corpus!r} is not a key of corpora "
-                            f"({', '.join(config['corpora'])})")
+        problems += _made_without_source(name, model)
+    return problems
+
+
+def _made_without_source(name: str, model: dict) -> list[str]:
+    if "source" in model:
+        return []
+    return [f"models.{name}.quants.{quant}: `{kind}:` needs models.{name}.source (the file it is made from)"
+            for quant, origin in model["quants"].items() for kind in ("quantize", "source") if kind in origin]
+
+
+def _missing_files(config: dict) -> list[str]:
+    return [f"{key}: {path} does not exist (relative paths are read from the working directory, {Path.cwd()}); "
+            "fix the path or put the file there"
+            for key, path in _local_paths(config) if not Path(path).exists()]
+
+
+def _quality_corpora(config: dict) -> list[str]:
+    """perplexity.corpus and kld.corpus name a corpus (a speed-only study has neither section)."""
+    corpora = config["corpora"]
+    return [f"{section}.corpus: {config[section]['corpus']!r} is not a key of corpora ({', '.join(corpora)})"
+            for section in ("perplexity", "kld") if section in config and config[section]["corpus"] not in corpora]
+
+
+def _kld_mode(config: dict) -> list[str]:
     kld = config.get("kld") or {}
-    if kld and kld.get("mode", "chunks") == "chunks" and kld.get("chunks") is None:
+    mode = kld.get("mode", "chunks")
+    problems = []
+    if kld and mode == "chunks" and kld.get("chunks") is None:
         problems.append("kld.chunks: mode chunks needs it (the baseline logits are kept for that many chunks); "
                         "or set kld.mode: sharded to score the whole corpus in bounded disk")
-    if "sharded" in kld and kld.get("mode", "chunks") != "sharded":
+    if "sharded" in kld and mode != "sharded":
         problems.append("kld.sharded: only read in mode sharded; set kld.mode: sharded or remove it")
+    return problems
+
+
+def _chunks_by_ctx(config: dict) -> list[str]:
     ppl = config.get("perplexity") or {}
     ctxs = ppl.get("ctx", [])
-    for key in (ppl.get("chunks_by_ctx") or {}):
-        if int(key) not in ctxs:
-            problems.append(f"perplexity.chunks_by_ctx: {key} is not one of perplexity.ctx ({ctxs})")
+    return [f"perplexity.chunks_by_ctx: {key} is not one of perplexity.ctx ({ctxs})"
+            for key in (ppl.get("chunks_by_ctx") or {}) if not str(key).isdigit() or int(key) not in ctxs]
+
+
+def _bench_contexts(config: dict) -> list[str]:
+    """A served context holds the prompt and what is generated, and sets the depth itself."""
     bench = config.get("bench") or {}
     contexts = bench.get("contexts") or []
     top = max(max(bench.get("prompt") or [512]), max(bench.get("gen") or [128]))
-    for c in contexts:
-        if c <= top:
-            problems.append(f"bench.contexts: {c} is not above the largest prompt/gen size ({top}): a context holds "
-                            "the prompt and what is generated")
+    problems = [f"bench.contexts: {c} is not above the largest prompt/gen size ({top}): a context holds the prompt "
+                "and what is generated" for c in contexts if c <= top]
     if contexts and any(bench.get("depth") or []):
         problems.append("bench.depth and bench.contexts both set: a served context sets the depth (context - "
                         "prompt); drop one")
-    problems += _quantized_v_without_flash_attention(config)
-    if problems:
-        raise ConfigError("config is inconsistent:\n  " + "\n  ".join(problems))
+    return problems
 
 
 def _quantized_v_without_flash_attention(config: dict) -> list[str]:
@@ -69,16 +93,22 @@ def _quantized_v_without_flash_attention(config: dict) -> list[str]:
     requires Flash Attention", src/llama-context.cpp); the tool then only says "failed to create context"."""
     if (config.get("run") or {}).get("flash_attn") != "off":
         return []
-    out = []
+    problems = []
+    for key, kv in _kv_types(config):
+        k, v = kv_pair(kv)
+        if v not in ("f16", "f32", "bf16"):
+            problems.append(f"{key}: {kv!r} quantizes the V cache ({v}), which llama.cpp runs only with Flash "
+                            f"Attention, and run.flash_attn is off: set run.flash_attn to on (or auto), or keep V "
+                            f"at f16 (e.g. {k}-f16)")
+    return problems
+
+
+def _kv_types(config: dict):
+    """(config key, KV type) of every KV type the config asks for; kld.kv and kld.base_kv may be one string."""
     for section, key in (("perplexity", "kv"), ("kld", "kv"), ("kld", "base_kv"), ("bench", "kv")):
         kvs = (config.get(section) or {}).get(key) or []
         for kv in [kvs] if isinstance(kvs, str) else kvs:
-            v = kv_pair(kv)[1]
-            if v not in ("f16", "f32", "bf16"):
-                out.append(f"{section}.{key}: {kv!r} quantizes the V cache ({v}), which llama.cpp runs only with "
-                           "Flash Attention, and run.flash_attn is off: set run.flash_attn to on (or auto), or "
-                           "keep V at f16 (e.g. {k}-f16)".replace("{k}", kv_pair(kv)[0]))
-    return out
+            yield f"{section}.{key}", kv
 
 
 def _local_paths(config: dict):
@@ -95,6 +125,78 @@ def _local_paths(config: dict):
     for name, corpus in config["corpora"].items():
         if "local" in corpus:
             yield f"corpora.{name}.local.path", corpus["local"]["path"]
+
+
+def _numbers(config: dict) -> list[str]:
+    """Numbers the schema lets through: an integer key written as 512.0 (JSON Schema counts it as an integer, but
+    it would reach result paths as ctx512.0, which no rule's wildcard makes, and llama.cpp's command lines), and
+    .nan / .inf (every comparison with NaN is false, so no minimum or maximum refuses it)."""
+    schema = load_schema()
+    return [problem for key, value, node in _leaves(config, schema, schema, "")
+            for problem in _number_problem(key, value, node)]
+
+
+def _number_problem(key: str, value, node: dict) -> list[str]:
+    if not isinstance(value, float):
+        return []
+    if not math.isfinite(value):
+        return [f"{key}: {value} is not a finite number; give a number in the range the schema states for it"]
+    types = node.get("type") or []
+    types = {types} if isinstance(types, str) else set(types)
+    if "integer" in types and "number" not in types:
+        return [f"{key}: {value!r} is an integer written with a decimal point: write {int(value)} (it goes into "
+                "result paths and llama.cpp command lines as written)"]
+    return []
+
+
+def _leaves(value, node: dict, root: dict, key: str):
+    """(config key, value, schema node) of every scalar in the config, walking the schema alongside it (properties,
+    additionalProperties, items, $ref, oneOf/anyOf); a list's items keep the list's key."""
+    for sub in _describing(value, node, root):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                child = _property(sub, k)
+                if child is not None:
+                    yield from _leaves(v, child, root, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            if isinstance(sub.get("items"), dict):
+                for v in value:
+                    yield from _leaves(v, sub["items"], root, key)
+        else:
+            yield key, value, sub
+
+
+def _describing(value, node: dict, root: dict) -> list[dict]:
+    """The schema nodes that describe `value`: the node ($ref followed), or those of its oneOf/anyOf branches that
+    are arrays when the value is a list and not arrays when it is not."""
+    node = _deref(node, root)
+    branches = [_deref(b, root) for b in node.get("oneOf") or node.get("anyOf") or []]
+    if not branches:
+        return [node]
+    return [b for b in branches if (b.get("type") == "array") == isinstance(value, list)]
+
+
+def _deref(node: dict, root: dict) -> dict:
+    """The node a local $ref ("#/$defs/name") points to, or the node itself."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    for part in ref.removeprefix("#/").split("/"):
+        root = root[part]
+    return root
+
+
+def _property(node: dict, name) -> dict | None:
+    props = node.get("properties") or {}
+    if name in props:
+        return props[name]
+    extra = node.get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
+
+
+# One check per concern, in the order their lines are reported.
+CHECKS = (_models, _missing_files, _quality_corpora, _kld_mode, _chunks_by_ctx, _bench_contexts,
+          _quantized_v_without_flash_attention, _numbers)
 
 
 def kv_pair(kv: str) -> tuple[str, str]:

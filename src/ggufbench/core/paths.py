@@ -4,6 +4,10 @@ path(TEMPLATE, field=value). Folders per source kind keep one rule per path."""
 
 from __future__ import annotations
 
+import math
+import numbers
+from decimal import Decimal
+
 BUILD_RECORD = "results/builds/{build}/build.json"
 
 MODEL_SOURCE = "results/models/{model}/source/model.gguf"
@@ -33,10 +37,19 @@ TABLES = ("perplexity", "kld", "bench", "tune", "builds", "chunks")  # what rule
 
 
 def path(template: str, **fields) -> str:
-    """A template with its fields filled (a budget in GiB as `:g` prints it: 16, 2.5)."""
+    """A template with its fields filled (a budget in GiB as a plain decimal: 16, 2.5, 0.01; see budget)."""
     if "budget" in fields and not isinstance(fields["budget"], str):
-        fields["budget"] = f"{fields['budget']:g}"
+        fields["budget"] = budget(fields["budget"])
     return template.format(**fields)
+
+
+def budget(gib: float) -> str:
+    """A budget as it is in paths and the rules' `budget` wildcard ([0-9]+(.[0-9]+)?): the shortest decimal that
+    reads back as the same float (so float() of the wildcard is the configured budget), never with an exponent
+    (`:g` printed 1e-05 and rounded 15.1234567 to 15.1235), no trailing zeros (16.0 is 16)."""
+    if isinstance(gib, bool) or not isinstance(gib, numbers.Real) or not math.isfinite(gib) or gib < 0:
+        raise ValueError(f"a VRAM budget is a finite number of GiB, 0 or more; got {gib!r}")
+    return format(Decimal(repr(float(gib))).normalize(), "f")  # repr: the shortest digits that read back the same
 
 
 def manifest(model: str, quant: str, origin_kind: str) -> str:

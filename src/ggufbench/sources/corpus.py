@@ -13,7 +13,9 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from ..core.errors import ConfigError
 from ..core.io import atomic_path
+from ..llamacpp.tokenize import text_problem
 
 
 @dataclass
@@ -50,7 +52,12 @@ def python_docs_text(max_bytes: int) -> str:
 
 
 def write_corpus(text: str, path: Path, name: str, kind: str, source: str) -> CorpusInfo:
+    """The corpus as every pass reads it; refused (nothing written) when it is no text to measure: empty, or with
+    NUL bytes (text_problem), so that no measurement starts on it."""
     data = text.encode("utf-8")
+    problem = text_problem(data, source)
+    if problem:
+        raise ConfigError(f"corpora.{name}: {problem}")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return CorpusInfo(name=name, kind=kind, source=source, n_bytes=len(data),
@@ -136,7 +143,18 @@ def make_corpus(name: str, spec: dict, out: Path, lock: str | Path | None = None
         return write_corpus(text, out, name, kind, source)
     if kind == "local":
         path = Path(opts["path"]).expanduser()
-        if not path.is_file():
-            raise ValueError(f"corpora.{name}.local.path: {path} is not a file")
-        return write_corpus(path.read_text(encoding="utf-8"), out, name, kind, str(path.resolve()))
+        return write_corpus(local_text(name, path), out, name, kind, str(path.resolve()))
     raise ValueError(f"corpora.{name}: unknown kind {kind!r}")
+
+
+def local_text(name: str, path: Path) -> str:
+    """A `local:` corpus's text: the user's file, refused by its config key and name when it is not UTF-8 text
+    (Latin-1, UTF-16, binary, empty: text_problem says where and what to do), before any job measures it."""
+    key = f"corpora.{name}.local.path"
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path} is not a file")
+    data = path.read_bytes()
+    problem = text_problem(data, path)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return data.decode("utf-8")

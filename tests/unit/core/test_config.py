@@ -295,3 +295,135 @@ def test_a_quantized_v_cache_without_flash_attention_is_refused_naming_both_keys
     msg = str(e.value)
     assert "perplexity.kv: 'q4_0' quantizes the V cache (q4_0)" in msg and "run.flash_attn is off" in msg
     assert "'q8_0-f16'" not in msg.split("perplexity.kv")[1].split("\n")[0]  # K alone quantized is fine
+
+
+# --- numbers the schema accepts are numbers llama.cpp and the result paths take --------------------------------
+
+def _numeric_nodes(node, key="", described=False):
+    """(config key, schema node, described) of every integer/number node of the schema; described: the node or the
+    key holding it (a list's items, a $def's user) has a description."""
+    if isinstance(node, dict):
+        described = described or "description" in node
+        types = node.get("type", [])
+        if {"integer", "number"} & ({types} if isinstance(types, str) else set(types)):
+            yield key, node, described
+        for k, v in node.items():
+            if k not in ("default", "enum", "const"):
+                yield from _numeric_nodes(v, f"{key}.{k}" if key else k, described and k in ("items", "oneOf"))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numeric_nodes(v, f"{key}[{i}]", described)
+
+
+def test_every_number_in_the_schema_has_a_minimum_a_maximum_and_a_reason():
+    """The guard: a number key without bounds is how bench.threads 10000 and budgets of 1e-05 GiB got through."""
+    schema = yaml.safe_load((CONFIG_DIR / "schema.yaml").read_text())
+    nodes = list(_numeric_nodes(schema))
+    assert len(nodes) > 30
+    unbounded = [key for key, node, _ in nodes if not ({"minimum", "exclusiveMinimum"} & set(node)
+                                                        and {"maximum", "exclusiveMaximum"} & set(node))]
+    assert unbounded == []
+    assert [key for key, _, described in nodes if not described] == []
+
+
+def _threads(demo, section, n):
+    demo[section] = {**demo.get(section, {}), "threads": [8, n]}
+    return demo
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("section", ["bench", "tuner"])
+def test_more_threads_than_ggml_has_are_refused(demo, section):
+    """GGML_MAX_N_THREADS is 512 (ggml/include/ggml.h of the vendored llama.cpp); the issue's 10000 was accepted."""
+    validate(_threads(copy.deepcopy(demo), section, 512), SCHEMA)
+    msg = _schema_error(_threads(demo, section, 10000))
+    assert "10000 is greater than the maximum of 512" in msg and f"['{section}']['threads']" in msg
+
+
+def _budget(config, key, gib):
+    where = {"report.vram_budgets_gib": ("report", "vram_budgets_gib", [gib]),
+             "tuner.vram_budgets_gib": ("tuner", "vram_budgets_gib", [gib]),
+             "report.target_gpu.vram_gib": ("report", "target_gpu", {"name": "card", "vram_gib": gib}),
+             "gpu.emulate_free_gib": ("gpu", "emulate_free_gib", gib)}
+    section, k, value = where[key]
+    config.setdefault(section, {})[k] = value
+    return config
+
+
+BUDGET_KEYS = ["report.vram_budgets_gib", "tuner.vram_budgets_gib", "report.target_gpu.vram_gib",
+               "gpu.emulate_free_gib"]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("key", BUDGET_KEYS)
+@pytest.mark.parametrize(("gib", "refusal"), [(1e-05, "1e-05 is less than the minimum of 0.01"),
+                                              (0, "0 is less than the minimum of 0.01"),
+                                              (-16, "-16 is less than the minimum of 0.01"),
+                                              (5000, "5000 is greater than the maximum of 4096")])
+def test_a_budget_out_of_range_is_refused_naming_the_key(demo, key, gib, refusal):
+    """The issue's 1e-05 GiB was accepted, then failed on an internal missing file (.../vram-1e-05GiB_...)."""
+    msg = _schema_error(_budget(demo, key, gib))
+    assert refusal in msg and "['" + key.split(".")[-1] + "']" in msg
+
+
+@pytest.mark.parametrize("key", BUDGET_KEYS)
+@pytest.mark.parametrize("gib", [0.01, 0.5, 15.5, 4096])
+def test_budgets_in_range_are_accepted(demo, key, gib):
+    validate(_budget(demo, key, gib), SCHEMA)
+    check_config(demo)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("section", "key", "value", "refusal"), [
+    ("perplexity", "ctx", [512, 2 ** 31], "2147483648 is greater than the maximum of 16777216"),
+    ("kld", "chunks", 2 ** 31, "2147483648 is greater than the maximum of 16777216"),
+    ("bench", "repetitions", 0, "0 is less than the minimum of 1"),
+    ("bench", "prompt", [2 ** 31], "2147483648 is greater than the maximum of 16777216"),
+    ("bench", "batch", [0], "0 is less than the minimum of 1"),
+    ("tuner", "gen", 0, "0 is less than the minimum of 1"),
+    ("server", "timeout_s", 1e9, "1000000000.0 is greater than the maximum of 86400"),
+    ("run", "n_gpu_layers", -2, "-2 is less than the minimum of -1"),
+])
+def test_numbers_llama_cpp_cannot_take_are_refused_naming_the_key(demo, section, key, value, refusal):
+    """2^31 does not fit llama.cpp's int parameters (std::stoi throws); the rest run nothing or forever."""
+    demo.setdefault(section, {})[key] = value
+    msg = _schema_error(demo)
+    assert refusal in msg and f"['{section}']['{key}']" in msg
+
+
+@pytest.mark.faults
+def test_an_integer_written_with_a_decimal_point_is_refused_naming_the_key(demo):
+    """JSON Schema counts 512.0 as an integer; the rules would ask for results/.../ctx512.0_kv-f16.json, which no
+    rule makes (ctx is [0-9]+), and llama-bench would get -t 8.0."""
+    demo["perplexity"]["ctx"] = [512.0, 1024]
+    demo["bench"]["threads"] = [8.0]
+    demo["bench"]["strategies"] = {"moe": {"n_cpu_moe": [16, 20.0]}}
+    validate(demo, SCHEMA)
+    msg = _problems(demo)
+    assert "perplexity.ctx: 512.0 is an integer written with a decimal point: write 512" in msg
+    assert "bench.threads: 8.0 is an integer written with a decimal point: write 8" in msg
+    assert "bench.strategies.moe.n_cpu_moe: 20.0 is an integer written with a decimal point: write 20" in msg
+    assert len(msg.splitlines()) == 4
+
+
+@pytest.mark.faults
+def test_a_nan_budget_is_refused(demo):
+    """No minimum or maximum refuses .nan (every comparison with NaN is false)."""
+    demo["report"]["vram_budgets_gib"] = [1, float("nan")]
+    validate(demo, SCHEMA)
+    assert "report.vram_budgets_gib: nan is not a finite number" in _problems(demo)
+
+
+def test_numbers_as_the_schema_types_them_pass(demo):
+    demo["gpu"] = {"emulate_free_gib": 15.5}
+    demo["bench"]["noise_threshold_pct"] = 5  # a number key given an int is fine
+    demo["kld"]["kv"] = "q8_0"  # oneOf: one KV type, or a list
+    validate(demo, SCHEMA)
+    check_config(demo)
+
+
+@pytest.mark.faults
+def test_chunks_by_ctx_keys_are_context_lengths(demo):
+    demo["perplexity"]["chunks_by_ctx"] = {"long": 4}
+    assert "does not match '^[0-9]+$'" in _schema_error(copy.deepcopy(demo))
+    assert "perplexity.chunks_by_ctx: long is not one of perplexity.ctx ([512, 1024])" in _problems(demo)

@@ -1,4 +1,5 @@
-"""WikiText-2 raw from the hub's parquet files, written as the classic wiki.test.raw text.
+"""Corpora: WikiText-2 raw from the hub's parquet files, written as the classic wiki.test.raw text, and a user's
+own `local:` file, refused by name when it is not UTF-8 text.
 
 Served on loopback with the layout Salesforce/wikitext has (one parquet per config and split); the rows are
 the raw file's lines as the dataset's builder made them (whitespace-only lines became "").
@@ -6,14 +7,17 @@ the raw file's lines as the dataset's builder made them (whitespace-only lines b
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ggufbench.sources.corpus import wikitext_raw
+from ggufbench.core.errors import ConfigError
+from ggufbench.sources.corpus import make_corpus, wikitext_raw, write_corpus
 from tests.support.hubserver import FakeHub, drive, hf_env
 
 # the start of wiki.test.raw, line by line (every line starts with a space; blank lines are " \n")
@@ -77,3 +81,74 @@ def test_missing_split_lists_the_configs(hub, tmp_path):
                 split="test", out=str(tmp_path / "x"))
     assert run.returncode != 0
     assert "wikitext-103-raw-v1/test-*.parquet" in run.stderr and "wikitext-2-raw-v1" in run.stderr
+
+
+# --- a user's own text (corpora.<name>.local) -------------------------------------------------------------------
+
+def _make_local(tmp_path, data: bytes):
+    own = tmp_path / "wiki.test.raw"
+    own.write_bytes(data)
+    out = tmp_path / "results" / "data" / "wiki" / "corpus.txt"
+    return own, out, lambda: make_corpus("wiki", {"local": {"path": str(own)}}, out)
+
+
+def test_a_local_utf8_corpus_is_written_byte_for_byte(tmp_path):
+    own, out, make = _make_local(tmp_path, RAW.encode())
+    info = make()
+    assert out.read_bytes() == RAW.encode()
+    assert (info.kind, info.source, info.n_bytes) == ("local", str(own.resolve()), len(RAW.encode()))
+    assert info.sha256 == hashlib.sha256(RAW.encode()).hexdigest()
+
+
+@pytest.mark.faults
+def test_a_windows_1252_corpus_is_refused_at_make_corpus_naming_key_file_offset_and_fix(tmp_path):
+    """The issue's Latin-1 corpus was a UnicodeDecodeError naming no file (and llama.cpp itself would have measured
+    it with every such byte turned into U+FFFD). Here WikiText exported as Windows text: its en dash is 0x96."""
+    own, out, make = _make_local(tmp_path, RAW.encode("cp1252"))
+    with pytest.raises(ConfigError) as e:
+        make()
+    at = RAW.index("\u2013")  # ASCII before it: the character offset is the byte offset
+    line = RAW[:at].count("\n") + 1
+    assert str(e.value) == (
+        f"corpora.wiki.local.path: {own} is not UTF-8 text: byte offset {at} is 0x96, invalid start byte "
+        f"(line {line}); llama.cpp reads a corpus as UTF-8 and would silently replace such bytes, measuring another "
+        f"text: convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 {own} > {own}.utf8`, and use that file (latin1 "
+        "is a guess: `file -i` names the encoding; cp1252 for Windows text)")
+    assert not out.parent.exists()  # nothing written, no measurement can start on it
+    own.write_bytes(RAW.encode("cp1252").decode("cp1252").encode())  # what `iconv -f cp1252 -t utf-8` writes
+    assert make().n_bytes == len(RAW.encode())  # the same job, run again, makes it
+    assert out.read_bytes() == RAW.encode()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("data", "what"), [
+    (gzip.compress(RAW.encode(), mtime=0), "is a binary file, not text (byte offset 1 is 0x8b, invalid start byte; "
+                                           "the first NUL byte is at offset 3; the file starts with 1f 8b 08 00"),
+    (RAW.encode("utf-16"), "is UTF-16 text (utf-16 (byte-order mark ff fe); byte offset 0 is 0xff, invalid start "
+                           "byte), not UTF-8, the encoding llama.cpp reads: convert it to UTF-8, e.g. "
+                           "`iconv -f utf-16 "),
+    (b"", "is empty: a corpus needs text"),
+    (b"\n\n", "holds only whitespace (2 bytes): a corpus needs text"),
+], ids=["gzip", "utf-16", "empty", "blank"])
+def test_a_binary_utf16_or_empty_corpus_is_refused_at_make_corpus(tmp_path, data, what):
+    own, out, make = _make_local(tmp_path, data)
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert str(e.value).startswith(f"corpora.wiki.local.path: {own} {what}")
+    assert not out.parent.exists()
+
+
+@pytest.mark.faults
+def test_a_local_corpus_path_that_is_a_folder_is_named(tmp_path):
+    out = tmp_path / "results" / "data" / "wiki" / "corpus.txt"
+    with pytest.raises(ConfigError, match=re.escape(f"corpora.wiki.local.path: {tmp_path} is not a file")):
+        make_corpus("wiki", {"local": {"path": str(tmp_path)}}, out)
+
+
+@pytest.mark.faults
+def test_an_empty_dataset_text_is_refused_naming_its_source(tmp_path):
+    out = tmp_path / "corpus.txt"
+    source = "hf://datasets/Salesforce/wikitext@0123abc/wikitext-2-raw-v1/test"
+    with pytest.raises(ConfigError, match=re.escape(f"corpora.wiki: {source} is empty: a corpus needs text")):
+        write_corpus("", out, "wiki", "hub_dataset", source)
+    assert not out.exists()
