@@ -7,20 +7,20 @@ rule llama_bench:
         unpack(bench_inputs),
     output:
         record=paths.BENCH,
-    params:
-        bench=get_bench_measured,
-        spec=bench_strategy_spec,
-        run=get_run,
-        gpu=get_gpu_settings,
-    threads: workflow.cores
-    resources:
-        gpu=get_gpu,
     log:
         "logs/bench/{build}/{model}/{quant}/{strategy}.log",
     benchmark:
         "benchmarks/bench/{build}/{model}/{quant}/{strategy}.tsv"
     conda:
         "../envs/python.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=get_gpu,
+    params:
+        bench=get_bench_measured,
+        spec=bench_strategy_spec,
+        run=get_run,
+        gpu=get_gpu_settings,
     script:
         "../scripts/llama_bench.py"
 
@@ -30,18 +30,18 @@ rule tune_offload:
         unpack(bench_inputs),
     output:
         record=paths.TUNE,
-    params:
-        tuner=TUNER,
-        contexts=BENCH["contexts"],
-        run=get_run,
-    threads: workflow.cores
-    resources:
-        gpu=get_gpu,
     log:
         "logs/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.log",
     benchmark:
         "benchmarks/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.tsv"
     conda:
         "../envs/python.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=get_gpu,
+    params:
+        tuner=TUNER,
+        contexts=BENCH["contexts"],
+        run=get_run,
     script:
         "../scripts/tune_offload.py"

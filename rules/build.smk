@@ -7,18 +7,18 @@ rule build_llama_cpp:
         # this job, and so every measurement after it, back in the DAG; the job that runs a tool puts it back
         # (build.ensure_tool)
         record=paths.BUILD_RECORD,
-    params:
-        # the build's whole config: changing any of it reruns this build (and only its results)
-        spec=build_spec,
-        cache_dir=get_cache_dir(),
-    threads: workflow.cores
-    resources:
-        mem_mb=8000,
     log:
         "logs/build/{build}.log",
     benchmark:
         "benchmarks/build/{build}.tsv"
     conda:
         "../envs/build.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+    params:
+        # the build's whole config: changing any of it reruns this build (and only its results)
+        spec=build_spec,
+        cache_dir=get_cache_dir(),
     script:
         "../scripts/build_llama_cpp.py"

@@ -5,11 +5,11 @@ rule make_corpus:
     output:
         text=paths.CORPUS,
         record=paths.CORPUS_RECORD,
-    params:
-        spec=corpus_spec,
     log:
         "logs/data/{corpus}.log",
     conda:
         "../envs/python.yaml"
+    params:
+        spec=corpus_spec,
     script:
         "../scripts/make_corpus.py"

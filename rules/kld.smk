@@ -10,19 +10,19 @@ rule kld_base:
     output:
         logits=paths.KLD_BASE_LOGITS if KLD.get("keep_logits", True) else temp(paths.KLD_BASE_LOGITS),
         record=paths.KLD_BASE,
-    params:
-        chunks=KLD.get("chunks"),
-        run=get_run,  # kld.max_logits_gib, a disk guard, is read from the config: changing it measures nothing anew
-        gpu=get_gpu_settings,
-    threads: 8
-    resources:
-        gpu=get_gpu,
     log:
         "logs/kld/{build}/{model}/base_ctx{ctx}_kv-{kv}.log",
     benchmark:
         "benchmarks/kld/{build}/{model}/base_ctx{ctx}_kv-{kv}.tsv"
     conda:
         "../envs/python.yaml"
+    threads: 8
+    resources:
+        gpu=get_gpu,
+    params:
+        chunks=KLD.get("chunks"),
+        run=get_run,  # kld.max_logits_gib, a disk guard, is read from the config: changing it measures nothing anew
+        gpu=get_gpu_settings,
     script:
         "../scripts/kld_base.py"
 
@@ -32,17 +32,17 @@ rule kld:
         unpack(kld_inputs),
     output:
         record=paths.KLD,
-    params:
-        run=get_run,
-        gpu=get_gpu_settings,
-    threads: 8
-    resources:
-        gpu=get_gpu,
     log:
         "logs/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.log",
     benchmark:
         "benchmarks/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.tsv"
     conda:
         "../envs/python.yaml"
+    threads: 8
+    resources:
+        gpu=get_gpu,
+    params:
+        run=get_run,
+        gpu=get_gpu_settings,
     script:
         "../scripts/kld.py"

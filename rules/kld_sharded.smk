@@ -15,13 +15,13 @@ checkpoint kld_shard_plan:
     output:
         plan=paths.KLD_SHARD_PLAN,
         tokens=paths.KLD_SHARD_TOKENS,
-    params:
-        chunks=KLD.get("chunks"),
-        sharded=KLD_SHARDED,
     log:
         "logs/kld/{build}/{model}/shard-plan_ctx{ctx}.log",
     conda:
         "../envs/python.yaml"
+    params:
+        chunks=KLD.get("chunks"),
+        sharded=KLD_SHARDED,
     script:
         "../scripts/kld_shard_plan.py"
 
@@ -31,23 +31,23 @@ rule kld_shard:
         unpack(kld_shard_inputs),
     output:
         record=paths.KLD_SHARD,
-    params:
-        base_kv=plan.kld_base_kv(config),
-        runs=kld_shard_runs,
-        quants=kld_shard_quants,
-        scratch_dir=KLD_SHARDED.get("scratch_dir"),
-        run=get_run,
-        gpu=get_gpu_settings,
-    threads: 8
-    resources:
-        gpu=get_gpu,
-        disk_mb=kld_shard_disk_mb,  # the shard's logits (exact forecast): Slurm's node-local --tmp
     log:
         "logs/kld/{build}/{model}/shard-{shard}_ctx{ctx}.log",
     benchmark:
         "benchmarks/kld/{build}/{model}/shard-{shard}_ctx{ctx}.tsv"
     conda:
         "../envs/python.yaml"
+    threads: 8
+    resources:
+        gpu=get_gpu,
+        disk_mb=kld_shard_disk_mb,  # the shard's logits (exact forecast): Slurm's node-local --tmp
+    params:
+        base_kv=DEPS.kld_base_kv,
+        runs=kld_shard_runs,
+        quants=kld_shard_quants,
+        scratch_dir=KLD_SHARDED.get("scratch_dir"),
+        run=get_run,
+        gpu=get_gpu_settings,
     script:
         "../scripts/kld_shard.py"
 
@@ -58,12 +58,12 @@ rule kld_combine:
         plan=paths.KLD_SHARD_PLAN,
     output:
         record=paths.KLD,
-    params:
-        chunks=KLD.get("chunks"),
     log:
         "logs/kld/{build}/{model}/{quant}_ctx{ctx}_kv-{kv}.combine.log",
     conda:
         "../envs/python.yaml"
+    params:
+        chunks=KLD.get("chunks"),
     script:
         "../scripts/kld_combine.py"
 
@@ -74,11 +74,11 @@ rule kld_base_combine:
         plan=paths.KLD_SHARD_PLAN,
     output:
         record=paths.KLD_BASE,
-    params:
-        chunks=KLD.get("chunks"),
     log:
         "logs/kld/{build}/{model}/base_ctx{ctx}_kv-{kv}.combine.log",
     conda:
         "../envs/python.yaml"
+    params:
+        chunks=KLD.get("chunks"),
     script:
         "../scripts/kld_base_combine.py"

@@ -15,13 +15,14 @@ rule aggregate:
         tune=paths.table("tune"),
         builds=paths.table("builds"),
         chunks=paths.table("chunks"),
-    params:
-        # how llama-bench's repetitions are summarised: changing it re-aggregates, measures nothing anew
-        bench_summary={k: BENCH[k] for k in ("discard_first", "noise_threshold_pct")},
     log:
         "logs/report/aggregate.log",
     conda:
         "../envs/python.yaml"
+    params:
+        # how llama-bench's repetitions are summarised: changing it re-aggregates, measures nothing anew
+        bench_summary=DEPS.bench_summary(),
+        code=DEPS.code("aggregate"),  # the tables are made again when the code that makes them changes
     script:
         "../scripts/aggregate.py"
 
@@ -33,24 +34,54 @@ rule figures:
         bench=rules.aggregate.output.bench,
     output:
         # one question each (src/ggufbench/report/figures.py FIGURES); the keys are the figure names the script makes
-        kld_vs_size=report("reports/figures/kld_vs_size.png", caption="../docs/report/kld_vs_size.rst",
-                           category="Quality", labels={"figure": "KLD vs size"}),
-        ppl_vs_size=report("reports/figures/ppl_vs_size.png", caption="../docs/report/ppl_vs_size.rst",
-                           category="Quality", labels={"figure": "PPL vs size"}),
-        kv_heatmap=report("reports/figures/kv_heatmap.png", caption="../docs/report/kv_heatmap.rst",
-                          category="Quality", labels={"figure": "KV type x context"}),
-        kld_percentiles=report("reports/figures/kld_percentiles.png", caption="../docs/report/kld_percentiles.rst",
-                               category="Quality", labels={"figure": "KLD percentiles"}),
-        speed=report("reports/figures/speed.png", caption="../docs/report/speed.rst", category="Speed",
-                     labels={"figure": "t/s per quant"}),
-        speed_vs_vram=report("reports/figures/speed_vs_vram.png", caption="../docs/report/speed_vs_vram.rst",
-                             category="Speed", labels={"figure": "t/s vs VRAM"}),
-        threads=report("reports/figures/threads.png", caption="../docs/report/threads.rst", category="Speed",
-                       labels={"figure": "threads"}),
+        kld_vs_size=report(
+            "reports/figures/kld_vs_size.png",
+            caption="../docs/report/kld_vs_size.rst",
+            category="Quality",
+            labels={"figure": "KLD vs size"},
+        ),
+        ppl_vs_size=report(
+            "reports/figures/ppl_vs_size.png",
+            caption="../docs/report/ppl_vs_size.rst",
+            category="Quality",
+            labels={"figure": "PPL vs size"},
+        ),
+        kv_heatmap=report(
+            "reports/figures/kv_heatmap.png",
+            caption="../docs/report/kv_heatmap.rst",
+            category="Quality",
+            labels={"figure": "KV type x context"},
+        ),
+        kld_percentiles=report(
+            "reports/figures/kld_percentiles.png",
+            caption="../docs/report/kld_percentiles.rst",
+            category="Quality",
+            labels={"figure": "KLD percentiles"},
+        ),
+        speed=report(
+            "reports/figures/speed.png",
+            caption="../docs/report/speed.rst",
+            category="Speed",
+            labels={"figure": "t/s per quant"},
+        ),
+        speed_vs_vram=report(
+            "reports/figures/speed_vs_vram.png",
+            caption="../docs/report/speed_vs_vram.rst",
+            category="Speed",
+            labels={"figure": "t/s vs VRAM"},
+        ),
+        threads=report(
+            "reports/figures/threads.png",
+            caption="../docs/report/threads.rst",
+            category="Speed",
+            labels={"figure": "threads"},
+        ),
     log:
         "logs/report/figures.log",
     conda:
         "../envs/python.yaml"
+    params:
+        code=DEPS.code("figures"),
     script:
         "../scripts/figures.py"
 
@@ -61,12 +92,13 @@ rule summary_report:
         figures=rules.figures.output,
     output:
         html="reports/summary.html",
-    params:
-        title=config.get("report", {}).get("title", "ggufbench report"),
-        config=config,
     log:
         "logs/report/summary.log",
     conda:
         "../envs/python.yaml"
+    params:
+        title=config.get("report", {}).get("title", "ggufbench report"),
+        config=config,
+        code=DEPS.code("summary_report"),
     script:
         "../scripts/summary_report.py"

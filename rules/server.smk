@@ -8,18 +8,18 @@ rule server_check:
         unpack(server_check_inputs),
     output:
         record=paths.SERVER,
+    log:
+        "logs/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.log",
+    conda:
+        "../envs/python.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=get_gpu,
     params:
         quants=model_quants,
         config=recommend_config,
         server=SERVER,
         run=get_run,
-    threads: workflow.cores
-    resources:
-        gpu=get_gpu,
-    log:
-        "logs/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.log",
-    conda:
-        "../envs/python.yaml"
     script:
         "../scripts/server_check.py"
 
@@ -33,5 +33,7 @@ rule server_table:
         "logs/report/server_table.log",
     conda:
         "../envs/python.yaml"
+    params:
+        code=DEPS.code("server_table"),
     script:
         "../scripts/server_table.py"

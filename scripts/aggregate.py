@@ -5,8 +5,8 @@ sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
 from ggufbench.report.tables import write_tables
+from ggufbench.workflow.job import job_from_snakemake
 
-i, o = snakemake.input, snakemake.output
-write_tables(perplexity=i.perplexity, kld=i.kld, bench=i.bench, tune=i.tune, builds=i.builds,
-             out={"perplexity": o.perplexity, "kld": o.kld, "bench": o.bench, "tune": o.tune, "builds": o.builds,
-                  "chunks": o.chunks}, bench_summary=snakemake.params.bench_summary)
+job = job_from_snakemake(snakemake)
+records = {name: list(snakemake.input[name]) for name in ("perplexity", "kld", "bench", "tune", "builds")}
+write_tables(records, job.out, bench_summary=snakemake.params.bench_summary)

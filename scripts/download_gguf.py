@@ -5,18 +5,17 @@ the quant's folder gets links to them and the manifest. With `hub_lock` in the c
 the lock file (and a first fetch records it there).
 """
 import sys
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
 from ggufbench.sources.hub import download_quant
 from ggufbench.sources.manifest import write_manifest
+from ggufbench.workflow.job import job_from_snakemake
 
-w = snakemake.wildcards
+job = job_from_snakemake(snakemake)
 hub = snakemake.params.origin["hub"]
-manifest = Path(snakemake.output.manifest)
-# read from the config, not params: a lock path is not part of what the job makes (no rerun when it moves)
+manifest = job.out["manifest"]
 files, origin = download_quant(hub["repo"], manifest.parent, quant=hub.get("quant"), filename=hub.get("file"),
-                               revision=hub.get("revision", "main"), lock=snakemake.config.get("hub_lock"))
-write_manifest(manifest, w.model, w.quant, files, origin)
+                               revision=hub.get("revision", "main"), lock=job.setting("hub_lock"))
+write_manifest(manifest, job.wildcards["model"], job.wildcards["quant"], files, origin)

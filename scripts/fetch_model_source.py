@@ -1,6 +1,5 @@
 """Rule fetch_model_source: the file a model's `quantize:` quants are made from."""
 import sys
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
@@ -8,8 +7,10 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 from ggufbench.core.cache import cache_dir
 from ggufbench.core.io import sha256_file, write_json
 from ggufbench.sources.registry import fetch_model_source
+from ggufbench.workflow.job import job_from_snakemake
 
-out = Path(snakemake.output.gguf)
-origin = fetch_model_source(snakemake.params.source, out, cache_dir(snakemake.params.cache_dir), snakemake.log[0],
-                            lock=snakemake.config.get("hub_lock"))
-write_json(snakemake.output.record, {**origin, "sha256": sha256_file(out), "size": out.stat().st_size})
+job = job_from_snakemake(snakemake)
+out = job.out["gguf"]
+origin = fetch_model_source(snakemake.params.source, out, cache_dir(snakemake.params.cache_dir), job.log,
+                            lock=job.setting("hub_lock"))
+write_json(job.out["record"], {**origin, "sha256": sha256_file(out), "size": out.stat().st_size})

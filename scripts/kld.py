@@ -4,10 +4,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
 from ggufbench.measure.quality import kld_job
+from ggufbench.workflow.job import job_from_snakemake
 
-i, p = snakemake.input, snakemake.params
-tool = ensure_tool(i.build, "llama-perplexity", snakemake.log[0])  # not a rule input: see ensure_tool
-kld_job(tool, i.build, i.manifest, i.base_record, i.logits, int(snakemake.wildcards.ctx), snakemake.wildcards.kv,
-        snakemake.threads, p.run, p.gpu, snakemake.output.record, snakemake.log[0])
+i, w = snakemake.input, snakemake.wildcards
+kld_job(job_from_snakemake(snakemake, tool="llama-perplexity"), manifest=i.manifest, base_record=i.base_record,
+        logits=i.logits, ctx=int(w.ctx), kv=w.kv)

@@ -4,11 +4,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
 from ggufbench.measure.quality import kld_base_job
+from ggufbench.workflow.job import job_from_snakemake
 
-i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
-tool = ensure_tool(i.build, "llama-perplexity", snakemake.log[0])  # not a rule input: see ensure_tool
-kld_base_job(tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, p.chunks,
-             snakemake.config["kld"]["max_logits_gib"],
-             snakemake.threads, p.run, p.gpu, snakemake.output.logits, snakemake.output.record, snakemake.log[0])
+i, w = snakemake.input, snakemake.wildcards
+kld_base_job(job_from_snakemake(snakemake, tool="llama-perplexity"), manifest=i.manifest, corpus=i.corpus,
+             corpus_record=i.corpus_record, ctx=int(w.ctx), kv=w.kv, chunks=snakemake.params.chunks)

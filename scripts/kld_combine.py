@@ -5,7 +5,8 @@ sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
 from ggufbench.measure.shards.jobs import combine_job
+from ggufbench.workflow.job import job_from_snakemake
 
 w = snakemake.wildcards
-combine_job(list(snakemake.input.shards), snakemake.input.plan, w.quant, w.kv, snakemake.params.chunks,
-            snakemake.output.record)
+combine_job(job_from_snakemake(snakemake), shards=list(snakemake.input.shards), plan=snakemake.input.plan,
+            quant=w.quant, kv=w.kv, chunks=snakemake.params.chunks)

@@ -4,12 +4,11 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
-from ggufbench.measure.shards.jobs import shard_job
+from ggufbench.measure.shards.jobs import ShardFiles, shard_job
+from ggufbench.workflow.job import job_from_snakemake
 
-i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
-tool = ensure_tool(i.build, "llama-perplexity", snakemake.log[0])  # not a rule input: see ensure_tool
-shard_job(tool, i.build, i.base_manifest, dict(zip(p.quants, i.manifests, strict=True)), i.corpus, i.corpus_record,
-          i.plan, i.tokens, int(w.shard), p.base_kv, p.runs, snakemake.threads, p.run, p.gpu,
-          p.scratch_dir or snakemake.resources.tmpdir, f"{w.build}/{w.model}/ctx{w.ctx}", snakemake.output.record,
-          snakemake.log[0])
+i, p = snakemake.input, snakemake.params
+files = ShardFiles(base_manifest=i.base_manifest, manifests=dict(zip(p.quants, i.manifests, strict=True)),
+                   corpus=i.corpus, corpus_record=i.corpus_record, plan=i.plan, tokens=i.tokens)
+shard_job(job_from_snakemake(snakemake, tool="llama-perplexity"), files=files, shard=int(snakemake.wildcards.shard),
+          base_kv=p.base_kv, runs=p.runs, scratch_root=p.scratch_dir or snakemake.resources.tmpdir)

@@ -4,12 +4,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
 from ggufbench.measure.speed import bench_job
+from ggufbench.workflow.job import job_from_snakemake
 
-i, p = snakemake.input, snakemake.params
-# what post-processes the samples comes from the config, not params: changing it re-summarises, not re-measures
-plan = {**p.bench, **{k: snakemake.config["bench"][k] for k in ("discard_first", "noise_threshold_pct")}}
-tool = ensure_tool(i.build, "llama-bench", snakemake.log[0])  # not a rule input: see ensure_tool
-bench_job(tool, i.build, i.manifest, plan, snakemake.wildcards.strategy, p.spec, snakemake.threads, p.run,
-          p.gpu, snakemake.output.record, snakemake.log[0])
+p = snakemake.params
+bench_job(job_from_snakemake(snakemake, tool="llama-bench"), manifest=snakemake.input.manifest, bench=p.bench,
+          strategy=snakemake.wildcards.strategy, spec=p.spec)

@@ -4,10 +4,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
 from ggufbench.measure.quality import perplexity_job
+from ggufbench.workflow.job import job_from_snakemake
 
 i, w = snakemake.input, snakemake.wildcards
-tool = ensure_tool(i.build, "llama-perplexity", snakemake.log[0])  # not a rule input: see ensure_tool
-perplexity_job(tool, i.build, i.manifest, i.corpus, i.corpus_record, int(w.ctx), w.kv, snakemake.params.chunks,
-               snakemake.threads, snakemake.params.run, snakemake.params.gpu, snakemake.output.record, snakemake.log[0])
+perplexity_job(job_from_snakemake(snakemake, tool="llama-perplexity"), manifest=i.manifest, corpus=i.corpus,
+               corpus_record=i.corpus_record, ctx=int(w.ctx), kv=w.kv, chunks=snakemake.params.chunks)

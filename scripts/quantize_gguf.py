@@ -1,14 +1,14 @@
 """Rule quantize_gguf: one rung of a local quant ladder (llama-quantize), or the model's source file as it is."""
 import sys
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
-from ggufbench.sources.registry import make_quant
+from pathlib import Path
 
-w, i = snakemake.wildcards, snakemake.input
-tool = ensure_tool(i.quantize_build, "llama-quantize", snakemake.log[0])  # not a rule input: see ensure_tool
-make_quant(snakemake.params.origin, Path(i.source), tool, Path(snakemake.output.manifest), w.model, w.quant,
-           snakemake.threads, snakemake.log[0])
+from ggufbench.sources.registry import make_quant
+from ggufbench.workflow.job import job_from_snakemake
+
+w = snakemake.wildcards
+make_quant(job_from_snakemake(snakemake, tool="llama-quantize"), origin=snakemake.params.origin,
+           source=Path(snakemake.input.source), model=w.model, quant=w.quant)

@@ -4,14 +4,16 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
-from ggufbench.report.proof import server_check_job
+from ggufbench.measure.server_check import server_check_job
+from ggufbench.report.proof import candidates
 from ggufbench.sources.manifest import load_manifest
+from ggufbench.workflow.job import job_from_snakemake
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
-records = {name: list(i[name]) for name in ("perplexity", "kld", "bench", "tune")}
+job = job_from_snakemake(snakemake, tool="llama-server")
 manifests = {load_manifest(m)["quant"]: m for m in i.manifests}  # each manifest names its quant
 assert sorted(manifests) == p.quants, (sorted(manifests), p.quants)
-tool = ensure_tool(i.build, "llama-server", snakemake.log[0])  # not a rule input: see ensure_tool
-server_check_job(tool, i.build, records, manifests, p.config, w.model, float(w.budget), int(w.ctx), p.server, p.run,
-                 snakemake.output.record, snakemake.log[0])
+# the report ranks (from this build's and model's records), the job proves: two layers, two calls
+ranked = candidates({name: list(i[name]) for name in ("perplexity", "kld", "bench", "tune")}, p.config,
+                    model=w.model, build=job.build["build"], context=int(w.ctx), budget_gib=float(w.budget))
+server_check_job(job, **ranked, manifests=manifests, budget_gib=float(w.budget), context=int(w.ctx), server=p.server)

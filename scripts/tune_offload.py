@@ -4,10 +4,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "a")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench, installed or not
 
-from ggufbench.llamacpp.build import ensure_tool
 from ggufbench.measure.speed import tune_job
+from ggufbench.workflow.job import job_from_snakemake
 
-i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
-tool = ensure_tool(i.build, "llama-bench", snakemake.log[0])  # not a rule input: see ensure_tool
-tune_job(tool, i.build, i.manifest, float(w.budget), int(w.ctx), p.tuner, p.contexts, snakemake.threads, p.run,
-         snakemake.output.record, snakemake.log[0])
+p, w = snakemake.params, snakemake.wildcards
+tune_job(job_from_snakemake(snakemake, tool="llama-bench"), manifest=snakemake.input.manifest,
+         budget_gib=float(w.budget), context=int(w.ctx), tuner=p.tuner, contexts=p.contexts)

@@ -1,5 +1,6 @@
-"""The package's layers point one way (core -> llamacpp -> sources -> measure -> report) and no module imports
-itself round a cycle: an AST walk over every import in src/ggufbench, the local ones inside functions too."""
+"""The package's layers point one way (core -> llamacpp -> sources -> measure -> report -> workflow) and no module
+imports itself round a cycle: an AST walk over every import in src/ggufbench, the local ones inside functions too.
+Building the DAG (rules/common.smk) imports no plotting library."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from tests.support import REPO
 
 PKG = REPO / "src" / "ggufbench"
-LAYERS = ["core", "llamacpp", "sources", "measure", "report"]
+LAYERS = ["core", "llamacpp", "sources", "measure", "report", "workflow"]
 
 
 def module_name(path: Path) -> str:
@@ -92,3 +93,16 @@ def test_every_module_has_its_tests_where_a_newcomer_looks():
     missing = [str(p.relative_to(PKG)) for p in FILES if p.name != "__init__.py" and p.relative_to(PKG).as_posix()
                not in shims and not (REPO / "tests/unit" / p.relative_to(PKG).parent / f"test_{p.name}").is_file()]
     assert missing == []
+
+
+def test_building_the_dag_imports_no_plotting_library():
+    """What rules/common.smk imports, in a fresh interpreter: matplotlib is for the figures job alone (a dry run
+    of the study should not pay for it, nor a cluster's login node need it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'src'); import ggufbench.core.paths, ggufbench.core.config, "
+            "ggufbench.sources.registry, ggufbench.workflow.deps; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

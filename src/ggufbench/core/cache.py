@@ -174,9 +174,6 @@ def pypi_download(requirement: str, dl: Path, pattern: str, binary: bool, log: s
     as it was cached, else fetched again with pip download (into a scratch folder, moved in whole, then
     recorded). One process at a time per requirement. In a download cache that cannot be written, an archive as it
     was cached is still used (read, no lock); only a download fails, naming the folder."""
-    import subprocess
-    import sys
-
     with exclusive(dl / f".{pattern.replace('*', '_')}.lock", read_only_ok=True) as refused:
         if refused is not None:
             for found in sorted(dl.glob(pattern)):
@@ -194,32 +191,39 @@ def pypi_download(requirement: str, dl: Path, pattern: str, binary: bool, log: s
                 return found
             note(log, f"{found} {why}: removed, downloading again")
             drop_file(found)
-        scratch = dl / f".pip-{pattern.replace('*', '_')}"  # ours while the lock is held; a killed run's goes here
+        return _pip_download(requirement, dl, pattern, binary, log)
+
+
+def _pip_download(requirement: str, dl: Path, pattern: str, binary: bool, log: str | Path | None) -> Path:
+    """pip download into a scratch folder (ours while the key's lock is held), moved in whole, then recorded."""
+    import subprocess
+    import sys
+
+    scratch = dl / f".pip-{pattern.replace('*', '_')}"  # a killed run's goes here too
+    shutil.rmtree(scratch, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(scratch),
+           "--only-binary=:all:" if binary else "--no-binary=:all:", requirement]
+    try:
+        with open(log, "a") if log else contextlib.nullcontext() as out:
+            if out:
+                out.write(f"$ {' '.join(cmd)}\n")
+                out.flush()
+            proc = subprocess.run(cmd, stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode < 0:
+            raise ToolFailed(f"pip download of {requirement} was stopped by signal {-proc.returncode}; nothing was "
+                             f"kept in {dl}; rerun to download it again")
+        if proc.returncode:
+            raise ToolFailed(f"pip download of {requirement} failed (exit status {proc.returncode}): see the log for "
+                             "pip's reason (no network? no such version on the index?)")
+        got = sorted(scratch.glob(pattern))
+        if not got:
+            raise ToolFailed(f"pip download of {requirement} gave no file matching {pattern}")
+        dest = dl / got[0].name
+        got[0].replace(dest)
+        record_file(dest)
+        return dest
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(scratch),
-               "--only-binary=:all:" if binary else "--no-binary=:all:", requirement]
-        try:
-            with open(log, "a") if log else contextlib.nullcontext() as out:
-                if out:
-                    out.write(f"$ {' '.join(cmd)}\n")
-                    out.flush()
-                proc = subprocess.run(cmd, stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                      check=False)
-            if proc.returncode < 0:
-                raise ToolFailed(f"pip download of {requirement} was stopped by signal {-proc.returncode}; nothing "
-                                 f"was kept in {dl}; rerun to download it again")
-            if proc.returncode:
-                raise ToolFailed(f"pip download of {requirement} failed (exit status {proc.returncode}): see the "
-                                 "log for pip's reason (no network? no such version on the index?)")
-            got = sorted(scratch.glob(pattern))
-            if not got:
-                raise ToolFailed(f"pip download of {requirement} gave no file matching {pattern}")
-            dest = dl / got[0].name
-            got[0].replace(dest)
-            record_file(dest)
-            return dest
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def note(log: str | Path | None, line: str) -> None:

@@ -65,7 +65,9 @@ def test_label(row: dict) -> str:
 
 def summarize(row: dict, discard_first: bool, noise_pct: float) -> dict:
     """Median and min-max over the repetitions, the first (cold) one left out when asked and there are at
-    least three; `noisy` when the kept range exceeds noise_pct of the median."""
+    least three; `noisy` when the kept range exceeds noise_pct of the median. Not noisy is not clean: a load that
+    lasts the whole call slows every repetition alike (issue 25: tg128 93 -> 6.1 t/s, range 2%); the call's own
+    `load` and `loaded` (measure.load), kept here with every other key, say that."""
     samples = list(row.get("samples_ts") or [])
     kept = samples[1:] if discard_first and len(samples) >= 3 else samples
     if not kept:

@@ -128,70 +128,82 @@ def _check_tree(src: Path, where: str) -> Path:
 
 
 def fetch_source(source: dict, cache: Path, log: str | Path | None = None) -> tuple[Path, dict]:
-    """Return (llama.cpp source dir, identity record) for one `source:` config entry."""
-    kinds = [k for k in ("git", "local", "pypi_sdist") if k in source]
+    """Return (llama.cpp source dir, identity record) for one `source:` config entry, by its kind."""
+    kinds = [k for k in SOURCES if k in source]
     if len(kinds) != 1:
-        raise ConfigError(f"builds.*.source must have exactly one of git, local, pypi_sdist; got {list(source)}")
-    kind = kinds[0]
-    spec = source[kind]
-    if kind == "pypi_sdist":
-        pkg, ver = spec["package"], str(spec["version"])
-        norm = re.sub(r"[-_.]+", "_", pkg).lower()
-        archive = pypi_download(f"{pkg}=={ver}", cache / "downloads", f"{norm}-{ver}.[tz]*", binary=False, log=log)
-        digest = sha256_file(archive)
-        top = _single_top(_extract(archive, cache / "sources" / f"sdist-{digest[:16]}"))
-        src = _check_tree(top / spec.get("subdir", "vendor/llama.cpp"), f"pypi_sdist {pkg}=={ver}")
-        ident = {"kind": "pypi_sdist", "package": pkg, "version": ver, "sdist": archive.name,
-                 "sdist_sha256": digest, "commit": git_commit(src)}
-    elif kind == "local":
-        path = Path(spec["path"]).expanduser()
-        if not path.exists():
-            raise ConfigError(f"builds.*.source.local.path: {path} does not exist")
-        if path.is_dir():
-            src = _check_tree(path, "builds.*.source.local.path")
-            ident = {"kind": "local_dir", "path": str(path.resolve()), "commit": git_commit(src)}
-        else:
-            digest = sha256_file(path)
-            top = _single_top(_extract(path, cache / "sources" / f"tar-{digest[:16]}"))
-            src = _check_tree(top, f"builds.*.source.local.path ({path.name})")
-            ident = {"kind": "tarball", "path": str(path.resolve()), "sha256": digest, "commit": git_commit(src)}
-        declared = spec.get("commit")
-        if declared:
-            if ident["commit"] and not ident["commit"].startswith(declared):
-                raise ConfigError(f"builds.*.source.local.commit: {declared} but the tree's git HEAD is "
-                                  f"{ident['commit']}")
-            ident["commit"] = ident["commit"] or declared
-            ident["commit_declared"] = True
+        raise ConfigError(f"builds.*.source must have exactly one of {', '.join(SOURCES)}; got {list(source)}")
+    return SOURCES[kinds[0]](source[kinds[0]], cache, log)
+
+
+def _from_sdist(spec: dict, cache: Path, log) -> tuple[Path, dict]:
+    pkg, ver = spec["package"], str(spec["version"])
+    norm = re.sub(r"[-_.]+", "_", pkg).lower()
+    archive = pypi_download(f"{pkg}=={ver}", cache / "downloads", f"{norm}-{ver}.[tz]*", binary=False, log=log)
+    digest = sha256_file(archive)
+    top = _single_top(_extract(archive, cache / "sources" / f"sdist-{digest[:16]}"))
+    src = _check_tree(top / spec.get("subdir", "vendor/llama.cpp"), f"pypi_sdist {pkg}=={ver}")
+    return src, {"kind": "pypi_sdist", "package": pkg, "version": ver, "sdist": archive.name, "sdist_sha256": digest,
+                 "commit": git_commit(src)}
+
+
+def _from_disk(spec: dict, cache: Path, log) -> tuple[Path, dict]:
+    path = Path(spec["path"]).expanduser()
+    if not path.exists():
+        raise ConfigError(f"builds.*.source.local.path: {path} does not exist")
+    if path.is_dir():
+        src = _check_tree(path, "builds.*.source.local.path")
+        ident = {"kind": "local_dir", "path": str(path.resolve()), "commit": git_commit(src)}
     else:
-        url, ref = spec["url"], str(spec["ref"])
-        repo = cache / "git" / hashlib.sha256(url.encode()).hexdigest()[:16]
-        if re.fullmatch(r"[0-9a-f]{40}", ref) and (cache / "sources" / f"git-{ref}").is_dir():
-            commit = ref  # a full commit already extracted: nothing to fetch (offline, or a read-only cache)
-        else:
-            refused = unwritable(repo / ".git" if (repo / ".git").is_dir() else repo.parent)
-            if refused is not None:
-                raise not_writable(cache, refused, f"git ref {ref} of {url} must be fetched into the cache to be "
-                                                   "resolved (a full 40-hex commit already extracted needs no fetch)")
-            if not (repo / ".git").exists():
-                shutil.rmtree(repo, ignore_errors=True)
-                run_tool(["git", "clone", "--filter=blob:none", "--no-checkout", url, str(repo)], log)
-            run_tool(["git", "-C", str(repo), "fetch", "--tags", "origin", ref], log)
-            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "FETCH_HEAD^{commit}"],
-                                    capture_output=True, text=True, check=True).stdout.strip()
-        src = cache / "sources" / f"git-{commit}"
-        if not src.exists():
-            tmp = src.with_name(src.name + f".partial-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit],
-                                       stdout=subprocess.PIPE)
-            with tarfile.open(fileobj=archive.stdout, mode="r|") as t:
-                t.extractall(tmp)
-            if archive.wait() != 0:
-                raise ToolFailed(f"git archive {commit} failed in {repo}")
-            tmp.rename(src)
-        ident = {"kind": "git", "url": url, "ref": ref, "commit": commit}
+        digest = sha256_file(path)
+        top = _single_top(_extract(path, cache / "sources" / f"tar-{digest[:16]}"))
+        src = _check_tree(top, f"builds.*.source.local.path ({path.name})")
+        ident = {"kind": "tarball", "path": str(path.resolve()), "sha256": digest, "commit": git_commit(src)}
+    declared = spec.get("commit")
+    if declared:
+        if ident["commit"] and not ident["commit"].startswith(declared):
+            raise ConfigError(f"builds.*.source.local.commit: {declared} but the tree's git HEAD is {ident['commit']}")
+        ident["commit"] = ident["commit"] or declared
+        ident["commit_declared"] = True
     return src, ident
+
+
+def _from_git(spec: dict, cache: Path, log) -> tuple[Path, dict]:
+    url, ref = spec["url"], str(spec["ref"])
+    repo = cache / "git" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if re.fullmatch(r"[0-9a-f]{40}", ref) and (cache / "sources" / f"git-{ref}").is_dir():
+        commit = ref  # a full commit already extracted: nothing to fetch (offline, or a read-only cache)
+    else:
+        commit = _git_fetch(repo, url, ref, cache, log)
+    src = cache / "sources" / f"git-{commit}"
+    if not src.exists():
+        tmp = src.with_name(src.name + f".partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as t:
+            t.extractall(tmp)
+        if archive.wait() != 0:
+            raise ToolFailed(f"git archive {commit} failed in {repo}")
+        tmp.rename(src)
+    return src, {"kind": "git", "url": url, "ref": ref, "commit": commit}
+
+
+def _git_fetch(repo: Path, url: str, ref: str, cache: Path, log) -> str:
+    """ref fetched into the cache's clone of url (made first if need be); its commit."""
+    refused = unwritable(repo / ".git" if (repo / ".git").is_dir() else repo.parent)
+    if refused is not None:
+        raise not_writable(cache, refused, f"git ref {ref} of {url} must be fetched into the cache to be resolved (a "
+                                           "full 40-hex commit already extracted needs no fetch)")
+    if not (repo / ".git").exists():
+        shutil.rmtree(repo, ignore_errors=True)
+        run_tool(["git", "clone", "--filter=blob:none", "--no-checkout", url, str(repo)], log)
+    run_tool(["git", "-C", str(repo), "fetch", "--tags", "origin", ref], log)
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "FETCH_HEAD^{commit}"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+# A build's `source:` by kind: where its llama.cpp tree comes from.
+SOURCES = {"git": _from_git, "local": _from_disk, "pypi_sdist": _from_sdist}
 
 
 # CMake ----------------------------------------------------------------------------------------------
@@ -388,7 +400,7 @@ def _copy_verified(src: Path, dest: Path, want: dict) -> None:
     stamp_verified(dest, got)  # the next check of dest is a stat
 
 
-def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str | Path | None = None,
+def build_llama_cpp(name: str, build: dict, out_dir: Path, *, jobs: int, log: str | Path | None = None,
                     cache: Path | None = None) -> dict:
     """Build (or reuse from the cache) and copy the tools into out_dir/bin; return the build record, which notes
     each tool's size and sha256 (`files`) for ensure_tool. cache: default cache_dir() ($GGUFBENCH_CACHE). A cache
@@ -419,7 +431,7 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
             files = _reusable(done, log)
             reused = files is not None
             if not reused:
-                files = _compile(src, tc["generator"], args, done, jobs, log)
+                files = _compile(src, tc["generator"], args, done, jobs=jobs, log=log)
         else:
             files = _reusable(done, log, writable=False)
             if files is None:
@@ -449,7 +461,7 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, jobs: int, log: str |
             "spec": spec}
 
 
-def _compile(src: Path, generator: str, args: list[str], done: Path, jobs: int, log: str | Path | None) -> dict:
+def _compile(src: Path, generator: str, args: list[str], done: Path, *, jobs: int, log: str | Path | None) -> dict:
     """Configure and build the tools in a scratch folder, then move them in as the finished entry `done` (with the
     key's lock held); return their record."""
     work = done.with_name(f"{done.name}.work-{os.getpid()}")

@@ -11,7 +11,7 @@ from ..core.config import kv_pair
 from .features import features, flash_attn_args, require_bench_n_cpu_moe, require_cache_types, require_fit
 
 
-def perplexity_args(tool: str, model: Path, build: dict, ctx: int, kv: str, threads: int, run: dict) -> list:
+def perplexity_args(tool: str | Path, model: Path, *, build: dict, ctx: int, kv: str, threads: int, run: dict) -> list:
     require_cache_types(build, [kv], f"the KV type {kv!r} (perplexity.kv, kld.kv)")
     k, v = kv_pair(kv)
     args = [tool, "-m", model, "-c", ctx, "-t", threads, *flash_attn_args(build, run["flash_attn"]),
@@ -45,8 +45,9 @@ def depths(plan: dict, context: int | None) -> list[int]:
     return [context - top]
 
 
-def bench_cmd(tool, model, plan: dict, inv: dict, threads: list[int], build: dict, run: dict) -> list:
-    """The llama-bench call for one invocation (bench jobs) or one probe (the tuner)."""
+def bench_cmd(tool, model, *, plan: dict, inv: dict, threads: list[int], build: dict, run: dict) -> list:
+    """The llama-bench call for one invocation (bench jobs) or one probe (the tuner): plan is the bench section
+    (prompt, gen, repetitions, depth, extra_args), inv the call's setting."""
     if "fit_target" in inv:
         require_fit(build, f"bench strategy {inv.get('strategy', '--fit')!r}")
     if "n_cpu_moe" in inv:
@@ -68,7 +69,7 @@ def bench_cmd(tool, model, plan: dict, inv: dict, threads: list[int], build: dic
     return cmd
 
 
-def server_args(model: str | Path, context: int, setting: dict, type_k: str, type_v: str, threads: int | None,
+def server_args(model: str | Path, context: int, setting: dict, *, kv: tuple[str, str], threads: int | None,
                 run: dict, build: dict) -> list[str]:
     """llama-server's flags for a measured setting: the same offload, KV types, threads and -b/-ub as measured.
     --fit is on by default in llama-server and would move what the setting places, so it is off unless the
@@ -87,7 +88,7 @@ def server_args(model: str | Path, context: int, setting: dict, type_k: str, typ
             args += ["-ot", str(setting["override_tensor"])]
     else:
         args += fit_off
-    args += [*flash_attn_args(build, run["flash_attn"]), "-ctk", type_k, "-ctv", type_v]
+    args += [*flash_attn_args(build, run["flash_attn"]), "-ctk", kv[0], "-ctv", kv[1]]
     if threads:
         args += ["-t", str(threads)]
     if setting.get("batch"):

@@ -47,7 +47,7 @@ class LogitsForecast:
         return asdict(self)
 
 
-def forecast(n_ctx: int, n_vocab: int, n_tokens: int, chunks: int | None, budget_gib: float,
+def forecast(n_ctx: int, n_vocab: int, n_tokens: int, chunks: int | None, *, budget_gib: float,
              target_dir: Path) -> LogitsForecast:
     n_chunk = n_chunks_used(n_tokens, n_ctx, chunks)
     size = logits_file_size(n_ctx, n_vocab, n_chunk)

@@ -12,7 +12,7 @@ from .gguf import check_gguf
 from .run import run_tool
 
 
-def quantize(quantize_bin: Path, src: Path, dest: Path, qtype: str, threads: int,
+def quantize(quantize_bin: Path, src: Path, dest: Path, qtype: str, *, threads: int,
              log: str | Path | None = None, extra: list[str] | None = None) -> None:
     """llama-quantize src -> dest as qtype; a half-written file never takes dest's name. The type is checked
     first against the types that build's llama-quantize lists (its build.json, beside bin/)."""

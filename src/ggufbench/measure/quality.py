@@ -8,6 +8,7 @@ from pathlib import Path
 from ..core.config import kv_pair
 from ..core.errors import ToolFailed
 from ..core.io import mismatch, read_json, record, remove_with_stamp, sha256_file, stamp_verified, tool_info, write_json
+from ..core.job import Job
 from ..core.units import GIB
 from ..llamacpp import logits as kld_mod
 from ..llamacpp.cli import perplexity_args
@@ -20,11 +21,22 @@ from ..sources.manifest import model_path
 from .provenance import provenance
 
 
-def run_measurement(cmd: list, log, build: dict, gpu: dict) -> tuple[ToolRun, dict]:
+def run_measurement(job: Job, cmd: list) -> tuple[ToolRun, dict]:
     """Run a llama-perplexity pass, on the emulated smaller GPU when gpu.emulate_free_gib asks; returns the run and
     the emulation record its result carries."""
-    with emulated_gpu(gpu.get("emulate_free_gib"), build.get("backend") == "CUDA") as emulation:
-        return run_tool(cmd, log), emulation
+    with emulated_gpu(job.gpu.get("emulate_free_gib"), job.gpu_build) as emulation:
+        return run_tool(cmd, job.log), emulation
+
+
+def pass_args(job: Job, model: Path, ctx: int, kv: str) -> list:
+    """llama-perplexity's common flags for this job's build, threads and run settings."""
+    return perplexity_args(job.tool, model, build=job.build, ctx=ctx, kv=kv, threads=job.threads, run=job.run)
+
+
+def pass_params(job: Job, ctx: int, kv: str, chunks) -> dict:
+    """A pass's params as its record keeps them: ctx, the KV types, chunks, threads and the run settings."""
+    k, v = kv_pair(kv)
+    return {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": job.threads, **job.run}
 
 
 # llama-perplexity scores the second half of each chunk (logits.scored_per_chunk). It prints no KLD statistics
@@ -72,52 +84,46 @@ def _mem_available() -> int | None:
     return None
 
 
-def precheck(tool, model: Path, corpus, ctx: int, chunks, key: str, log) -> tuple[int, int]:
+def precheck(job: Job, model: Path, corpus, ctx: int, chunks, *, key: str) -> tuple[int, int]:
     """The checks before any pass: context bounds, then the corpus's tokens (llama-tokenize, vocabulary-only load).
     Returns (token count, n_vocab)."""
     n_vocab = gguf_metadata(model)["n_vocab"]
     check_context(model, n_vocab, ctx, key)
-    n_tokens = count_tokens(Path(tool).with_name("llama-tokenize"), model, Path(corpus), log)
+    n_tokens = count_tokens(Path(job.tool).with_name("llama-tokenize"), model, Path(corpus), job.log)
     check_corpus(n_tokens, ctx, int(chunks) if chunks else None, key)
     return n_tokens, n_vocab
 
 
-def perplexity_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks, threads: int,
-                   run: dict, gpu: dict, out, log) -> dict:
-    build = read_json(build_json)
+def perplexity_job(job: Job, *, manifest, corpus, corpus_record, ctx: int, kv: str, chunks) -> dict:
     model = model_path(manifest)
-    precheck(tool, model, corpus, ctx, chunks, "perplexity", log)
-    cmd = perplexity_args(tool, model, build, ctx, kv, threads, run) + ["-f", corpus]
+    precheck(job, model, corpus, ctx, chunks, key="perplexity")
+    cmd = pass_args(job, model, ctx, kv) + ["-f", corpus]
     if chunks:
         cmd += ["--chunks", chunks]
-    r, emulation = run_measurement(cmd, log, build, gpu)
+    r, emulation = run_measurement(job, cmd)
     result = parse_perplexity(r.output)
-    k, v = kv_pair(kv)
-    rec = record("perplexity", provenance(build_json, manifest, corpus_json, r.output, emulation),
-                 {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": threads, **run},
-                 result.to_dict(), tool_info(cmd, r.wall_seconds))
-    write_json(out, rec)
+    rec = record("perplexity", provenance(job.build_json, manifest, corpus_record, r.output, emulation),
+                 pass_params(job, ctx, kv, chunks), result.to_dict(), tool_info(cmd, r.wall_seconds))
+    write_json(job.out["record"], rec)
     return rec
 
 
-def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: str, chunks: int,
-                 max_logits_gib: float, threads: int, run: dict, gpu: dict, logits_out, out, log) -> dict:
-    """Baseline pass: writes logits under a temporary name, renamed only when complete and exactly sized."""
-    build = read_json(build_json)
+def kld_base_job(job: Job, *, manifest, corpus, corpus_record, ctx: int, kv: str, chunks: int) -> dict:
+    """Baseline pass: writes logits under a temporary name, renamed only when complete and exactly sized; refused
+    before the pass when the forecast exceeds kld.max_logits_gib (a guard: read, not measured) or the free disk."""
     model = model_path(manifest)
-    logits_out = Path(logits_out)
+    logits_out = job.out["logits"]
     logits_out.parent.mkdir(parents=True, exist_ok=True)
-    n_tokens, n_vocab = precheck(tool, model, corpus, ctx, chunks, "kld", log)
-    fc = kld_mod.forecast(ctx, n_vocab, n_tokens, chunks, max_logits_gib, logits_out.parent)
-    with open(log, "a") as f:
-        f.write(f"# logits forecast: {fc.to_dict()}\n")
+    n_tokens, n_vocab = precheck(job, model, corpus, ctx, chunks, key="kld")
+    fc = kld_mod.forecast(ctx, n_vocab, n_tokens, chunks, budget_gib=job.setting("kld.max_logits_gib"),
+                          target_dir=logits_out.parent)
+    job.note(f"logits forecast: {fc.to_dict()}")
     kld_mod.check_forecast(fc)
     partial = logits_out.with_name(f".{logits_out.name}.partial")
     partial.unlink(missing_ok=True)
-    cmd = perplexity_args(tool, model, build, ctx, kv, threads, run) + [
-        "-f", corpus, "--chunks", chunks, "--kl-divergence-base", partial]
+    cmd = pass_args(job, model, ctx, kv) + ["-f", corpus, "--chunks", chunks, "--kl-divergence-base", partial]
     try:
-        r, emulation = run_measurement(cmd, log, build, gpu)
+        r, emulation = run_measurement(job, cmd)
         result = parse_perplexity(r.output)
         written = partial.stat().st_size if partial.exists() else None
         kld_mod.check_logits_file(partial, fc)
@@ -127,12 +133,11 @@ def kld_base_job(tool, build_json, manifest, corpus, corpus_json, ctx: int, kv: 
     partial.replace(logits_out)
     logits_sha = sha256_file(logits_out)
     stamp_verified(logits_out, logits_sha)  # each KLD job checks the file against this record before using it
-    k, v = kv_pair(kv)
-    rec = record("kld_base", provenance(build_json, manifest, corpus_json, r.output, emulation),
-                 {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": chunks, "threads": threads, **run},
+    rec = record("kld_base", provenance(job.build_json, manifest, corpus_record, r.output, emulation),
+                 pass_params(job, ctx, kv, chunks),
                  {**result.to_dict(), "logits_bytes_forecast": fc.bytes, "logits_bytes_written": written,
                   "logits_sha256": logits_sha, "forecast": fc.to_dict()}, tool_info(cmd, r.wall_seconds))
-    write_json(out, rec)
+    write_json(job.out["record"], rec)
     return rec
 
 
@@ -140,19 +145,7 @@ def check_baseline_logits(logits: Path, base_record: Path, base: dict, n_vocab: 
     """The logits file is the one its baseline record describes: header (n_ctx, n_vocab, n_chunk) as the pass ran,
     size as written, sha256 as hashed then (again only when size or mtime moved). A file that is not is removed
     with the record, so a plain rerun redoes the baseline pass and every KLD against it."""
-    res, params = base["result"], base["params"]
-    try:
-        n_ctx, nv, n_chunk, _ = kld_mod.read_logits_tokens(logits)
-        want = (params["ctx"], n_vocab, res.get("n_chunks"))
-        why = None if (n_ctx, nv, n_chunk) == want or want[2] is None and (n_ctx, nv) == want[:2] else (
-            f"holds {n_chunk} chunks of ctx {n_ctx} for n_vocab {nv}; its baseline record is {want[2]} chunks of "
-            f"ctx {want[0]} for n_vocab {want[1]}")
-    except FileNotFoundError:
-        why = "is missing"
-    except ToolFailed as e:
-        why = str(e).removeprefix(f"{logits} ")
-    if why is None and res.get("logits_bytes_written") is not None and res.get("logits_sha256"):
-        why = mismatch(logits, res["logits_bytes_written"], res["logits_sha256"])
+    why = _logits_mismatch(logits, base, n_vocab)
     if why is not None:
         remove_with_stamp(logits)
         base_record.unlink(missing_ok=True)
@@ -160,23 +153,39 @@ def check_baseline_logits(logits: Path, base_record: Path, base: dict, n_vocab: 
                          f"Removed it and {base_record}: a plain rerun redoes the baseline pass.")
 
 
-def kld_job(tool, build_json, manifest, base_record, logits, ctx: int, kv: str, threads: int, run: dict, gpu: dict,
-            out, log) -> dict:
-    build = read_json(build_json)
+def _logits_mismatch(logits: Path, base: dict, n_vocab: int) -> str | None:
+    res, params = base["result"], base["params"]
+    try:
+        n_ctx, nv, n_chunk, _ = kld_mod.read_logits_tokens(logits)
+    except FileNotFoundError:
+        return "is missing"
+    except ToolFailed as e:
+        return str(e).removeprefix(f"{logits} ")
+    want = (params["ctx"], n_vocab, res.get("n_chunks"))
+    if want[2] is None:  # a record from before n_chunks was kept: the header's ctx and vocabulary
+        got, want = (n_ctx, nv), want[:2]
+    else:
+        got = (n_ctx, nv, n_chunk)
+    if got != want:
+        return (f"holds {n_chunk} chunks of ctx {n_ctx} for n_vocab {nv}; its baseline record is "
+                f"{res.get('n_chunks')} chunks of ctx {params['ctx']} for n_vocab {n_vocab}")
+    if res.get("logits_bytes_written") is not None and res.get("logits_sha256"):
+        return mismatch(logits, res["logits_bytes_written"], res["logits_sha256"])
+    return None
+
+
+def kld_job(job: Job, *, manifest, base_record, logits, ctx: int, kv: str) -> dict:
     base = read_json(base_record)
     model = model_path(manifest)
     check_baseline_logits(Path(logits), Path(base_record), base, gguf_metadata(model)["n_vocab"])
-    cmd = perplexity_args(tool, model, build, ctx, kv, threads, run) + [
-        "--kl-divergence-base", logits, "--kl-divergence"]
-    r, emulation = run_measurement(cmd, log, build, gpu)
+    cmd = pass_args(job, model, ctx, kv) + ["--kl-divergence-base", logits, "--kl-divergence"]
+    r, emulation = run_measurement(job, cmd)
     result = parse_kld(r.output)
-    k, v = kv_pair(kv)
-    prov = provenance(build_json, manifest, None, r.output, emulation)
+    prov = provenance(job.build_json, manifest, None, r.output, emulation)
     bp = base["provenance"]
     prov.update(corpus=bp.get("corpus"), corpus_sha256=bp.get("corpus_sha256"), corpus_source=bp.get("corpus_source"),
                 baseline_quant=bp["quant"], baseline_sha256=bp["file_sha256"], baseline_kv=base["params"]["kv"])
-    rec = record("kld", prov, {"ctx": ctx, "kv": kv, "type_k": k, "type_v": v, "chunks": base["params"]["chunks"],
-                               "threads": threads, **run}, {**result.flat(), "chunks": result.chunks},
-                 tool_info(cmd, r.wall_seconds))
-    write_json(out, rec)
+    rec = record("kld", prov, pass_params(job, ctx, kv, base["params"]["chunks"]),
+                 {**result.flat(), "chunks": result.chunks}, tool_info(cmd, r.wall_seconds))
+    write_json(job.out["record"], rec)
     return rec

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 from ..core.errors import DoesNotFit, ToolFailed
-from ..core.io import read_json, record, tool_info, write_json
+from ..core.io import record, tool_info, write_json
+from ..core.job import Job
 from ..llamacpp.bench_output import parse_bench_jsonl, summarize
 from ..llamacpp.cli import bench_cmd
 from ..llamacpp.emulate import emulated_gpu
 from ..llamacpp.features import features
 from ..llamacpp.gguf import gguf_metadata
-from ..llamacpp.nvml import VramSampler, gpu_info
+from ..llamacpp.nvml import VramPeak, VramSampler, gpu_info
 from ..llamacpp.oom import bench_needs_diagnosis, memory_failure
 from ..llamacpp.run import ToolRun, run_tool
 from ..sources.manifest import model_path
 from .bench_calls import invocations, planned_rows
+from .load import LoadSampler, load_verdict, log_load
 from .provenance import provenance
 from .tuner import Probe, tune
 
@@ -60,49 +63,77 @@ def _log_vram(log, status: str, vram) -> None:
         f.write(f"# {status}; VRAM peak {vram.peak_delta_mib} MiB, free before {vram.free_before_mib} MiB\n")
 
 
-def bench_job(tool, build_json, manifest, plan: dict, strategy: str, spec: dict, threads: int, run: dict, gpu: dict,
-              out, log) -> dict:
+@dataclass
+class BenchCall:
+    """One llama-bench call as measured: its run (None when it did not fit, `why` saying so), the VRAM sampled
+    through it and the machine's load during it."""
+
+    cmd: list
+    run: ToolRun | None
+    why: str | None
+    output: str           # what the tool printed (also when it did not fit: the reason is in it)
+    vram: VramPeak
+    load: dict
+    loaded: bool
+    load_reason: str
+    wall_seconds: float
+
+    @property
+    def status(self) -> str:
+        return "measured" if self.run is not None else "does not fit"
+
+
+def measured_call(job: Job, cmd: list) -> BenchCall:
+    """A llama-bench call with its VRAM peak (NVML) and the load other processes put on the machine meanwhile
+    (their CPU time makes its speed not the setting's own); both go to the job's log as they come."""
+    t0 = time.monotonic()
+    with VramSampler() as vram, LoadSampler() as load:
+        try:
+            r = run_bench(cmd, job.log)
+            why, output = None, r.output
+        except DoesNotFit as e:
+            r, why, output = None, str(e), e.output
+    ld = load.result.to_dict()
+    loaded, load_why = load_verdict(ld)
+    call = BenchCall([str(c) for c in cmd], r, why, output, vram.result, ld, loaded, load_why, time.monotonic() - t0)
+    _log_vram(job.log, call.status, vram.result)
+    log_load(job.log, ld)
+    return call
+
+
+def bench_job(job: Job, *, manifest, bench: dict, strategy: str, spec: dict) -> dict:
     """One offload strategy of one quant: a llama-bench call per setting (N of --n-cpu-moe, KV type, -b, -ub,
-    context), each with its own NVML VRAM peak; threads, prompt/gen sizes and depth swept inside each call. A
-    setting that does not fit in device memory is a result: its rows say "does not fit", with why and the
-    memory free then, and the other settings go on."""
-    build = read_json(build_json)
-    gpu_build = build.get("backend") == "CUDA"
-    thread_list = plan.get("threads") or [threads]
+    context), each with its own NVML VRAM peak and machine load; threads, prompt/gen sizes and depth swept inside
+    each call. A setting that does not fit in device memory is a result: its rows say "does not fit", with why and
+    the memory free then, and the other settings go on. bench: the measured bench settings (params); how the
+    repetitions are summarised comes from the config (bench.discard_first, noise_threshold_pct: not measured)."""
+    plan = {**bench, **{k: job.setting(f"bench.{k}") for k in ("discard_first", "noise_threshold_pct")}}
+    thread_list = plan.get("threads") or [job.threads]
     model = model_path(manifest)
     rows, calls, outputs = [], [], []
-    with emulated_gpu(gpu.get("emulate_free_gib"), gpu_build) as emulation:
+    with emulated_gpu(job.gpu.get("emulate_free_gib"), job.gpu_build) as emulation:
         for inv in invocations(plan, strategy, spec):
-            cmd = bench_cmd(tool, model, plan, inv, thread_list, build, run)
+            c = measured_call(job, bench_cmd(job.tool, model, plan=plan, inv=inv, threads=thread_list,
+                                             build=job.build, run=job.run))
+            outputs.append(c.output)
             setting = {k: inv[k] for k in inv if k != "strategy"}
-            t0 = time.monotonic()
-            with VramSampler() as vram:
-                try:
-                    r, why = run_bench(cmd, log), None
-                except DoesNotFit as e:
-                    r, why = None, str(e)
-                    outputs.append(e.output)
-            mem = vram.result.to_dict()
-            call = {"cmd": [str(c) for c in cmd], "wall_seconds": time.monotonic() - t0, "vram": mem,
-                    "status": "measured" if r else "does not fit"}
-            _log_vram(log, call["status"], vram.result)
-            if r is None:
-                call["reason"] = why
-                rows += [{**t, "status": "does not fit", "reason": why, "strategy": strategy, "setting": setting,
-                          "vram": mem} for t in planned_rows(plan, inv, thread_list, gpu_build, run)]
+            mem, ld = c.vram.to_dict(), {"load": c.load, "loaded": c.loaded}
+            calls.append({"cmd": c.cmd, "wall_seconds": c.wall_seconds, "vram": mem, **ld, "status": c.status,
+                          **({"reason": c.why} if c.run is None else {})})
+            common = {"strategy": strategy, "setting": setting, "vram": mem, **ld}
+            if c.run is None:
+                rows += [{**t, "status": "does not fit", "reason": c.why, **common}
+                         for t in planned_rows(plan, inv, thread_list, job.gpu_build, job.run)]
             else:
-                outputs.append(r.output)
-                for row in parse_bench_jsonl(r.stdout):
-                    row = summarize(row, plan["discard_first"], plan["noise_threshold_pct"])
-                    rows.append({**row, "status": "measured", "strategy": strategy, "setting": setting, "vram": mem})
-            calls.append(call)
-    prov = provenance(build_json, manifest, None, "\n".join(outputs), emulation)
+                rows += [{**summarize(row, plan["discard_first"], plan["noise_threshold_pct"]), "status": "measured",
+                          **common} for row in parse_bench_jsonl(c.run.stdout)]
+    prov = provenance(job.build_json, manifest, None, "\n".join(outputs), emulation)
     if not prov["gpu_name"]:
         prov["gpu_name"] = next((x["gpu_info"] for x in rows if x.get("gpu_info")), None)
-    rec = record("bench", prov, {**{k2: v2 for k2, v2 in plan.items() if k2 != "strategies"}, "strategy": strategy,
-                                 "strategy_spec": spec, "threads": thread_list, **run},
+    rec = record("bench", prov, {**{k: v for k, v in plan.items() if k != "strategies"}, "strategy": strategy,
+                                 "strategy_spec": spec, "threads": thread_list, **job.run},
                  {"rows": rows, "calls": calls}, tool_info(calls[0]["cmd"], sum(c["wall_seconds"] for c in calls)))
-    write_json(out, rec)
+    write_json(job.out["record"], rec)
     return rec
 
 
@@ -117,54 +148,59 @@ def tune_probe(n_cpu_moe: int, jsonl: str, vram_mib: float, log) -> Probe:
     return Probe(n_cpu_moe, tg["median_ts"], vram_mib, pp)
 
 
-def tune_job(tool, build_json, manifest, budget_gib: float, context: int, plan: dict, contexts: list[int],
-             threads: int, run: dict, out, log) -> dict:
+def _not_tunable(model) -> str | None:
+    """Why the tuner cannot run here: no measured VRAM (no GPU), or nothing to offload (no experts)."""
+    info = gpu_info()
+    if not info["available"]:
+        return f"{info['reason']}: the tuner needs measured VRAM"
+    meta = gguf_metadata(model)
+    return None if meta.get("expert_count") else f"{meta['architecture']} has no experts to offload"
+
+
+def tune_job(job: Job, *, manifest, budget_gib: float, context: int, tuner: dict, contexts: list[int]) -> dict:
     """The fastest offload setting within a VRAM budget at a served context (tuner.py), each probe measured with
     the GPU showing only the budget free; then, if tuner.threads lists them, the winner's thread curve."""
+    params = {"budget_gib": budget_gib, "context": context, **tuner, "threads": job.threads, **job.run}
     model = model_path(manifest)
-    meta = gguf_metadata(model)
-    info = gpu_info()
-    build = read_json(build_json)
-    params = {"budget_gib": budget_gib, "context": context, **plan, "threads": threads, **run}
-    why_not = (f"{info['reason']}: the tuner needs measured VRAM" if not info["available"] else
-               f"{meta['architecture']} has no experts to offload" if not meta.get("expert_count") else None)
+    why_not = _not_tunable(model)
     if why_not:
-        rec = record("tune", provenance(build_json, manifest), params, {"status": "not measured", "reason": why_not})
-        write_json(out, rec)
+        rec = record("tune", provenance(job.build_json, manifest), params,
+                     {"status": "not measured", "reason": why_not})
+        write_json(job.out["record"], rec)
         return rec
     # A prompt is processed too: its compute buffers (for a 152K vocabulary the logits of one ubatch alone are
     # ~300 MiB) are part of what a server needs, and a generation-only probe would miss them (measured: tg-only
     # probes read 296 MiB under the pp512+tg64 calls at the same N on the H200).
-    probe_plan = {"prompt": [int(plan["prompt"])], "gen": [int(plan["gen"])], "repetitions": plan["repetitions"],
+    probe_plan = {"prompt": [int(tuner["prompt"])], "gen": [int(tuner["gen"])], "repetitions": tuner["repetitions"],
                   "contexts": [context] if contexts else [], "depth": [0], "extra_args": []}
+    calls: list[dict] = []  # each llama-bench call's load (tuner.Probe has no place for it)
 
-    def call(setting: dict, thread_list: list[int]):
+    def call(setting: dict, thread_list: list[int]) -> BenchCall:
         inv = {**setting, "context": context if contexts else None}
-        cmd = bench_cmd(tool, model, probe_plan, inv, thread_list, build, run)
-        with VramSampler() as vram:
-            try:
-                return run_bench(cmd, log), vram, None
-            except DoesNotFit as e:
-                return None, vram, str(e)
+        c = measured_call(job, bench_cmd(job.tool, model, plan=probe_plan, inv=inv, threads=thread_list,
+                                         build=job.build, run=job.run))
+        calls.append({"setting": setting, "threads": thread_list, "status": c.status, "load": c.load,
+                      "loaded": c.loaded, "load_reason": c.load_reason})
+        return c
 
     def measure(setting: dict) -> Probe:
-        r, vram, why = call(setting, [threads])
-        _log_vram(log, "measured" if r else "does not fit", vram.result)
-        if r is None:
-            return Probe(setting.get("n_cpu_moe"), None, None, status="does not fit", reason=why,
-                         free_mib=vram.result.free_before_mib, setting=setting)
-        p = tune_probe(setting.get("n_cpu_moe"), r.stdout, vram.result.peak_delta_mib, log)
+        c = call(setting, [job.threads])
+        if c.run is None:
+            return Probe(setting.get("n_cpu_moe"), None, None, status="does not fit", reason=c.why,
+                         free_mib=c.vram.free_before_mib, setting=setting)
+        p = tune_probe(setting.get("n_cpu_moe"), c.run.stdout, c.vram.peak_delta_mib, job.log)
         p.setting = setting
         return p
 
-    with emulated_gpu(budget_gib, build.get("backend") == "CUDA", at_most=True) as emulation:
-        res = tune(measure, int(meta["block_count"]), budget_gib * 1024, fit=features(build)["fit"])
+    with emulated_gpu(budget_gib, job.gpu_build, at_most=True) as emulation:
+        res = tune(measure, int(gguf_metadata(model)["block_count"]), budget_gib * 1024, fit=features(job.build)["fit"])
         curve = []
-        if res.best is not None and plan.get("threads"):
-            r, vram, why = call(res.best.setting, list(plan["threads"]))
-            rows = parse_bench_jsonl(r.stdout) if r is not None else []
-            curve = [{**summarize(x, True, 5.0), "vram_peak_mib": vram.result.peak_delta_mib} for x in rows]
-    rec = record("tune", provenance(build_json, manifest, emulation=emulation), params,
-                 {"status": "measured", **res.to_dict(), "thread_curve": curve})
-    write_json(out, rec)
+        if res.best is not None and tuner.get("threads"):
+            c = call(res.best.setting, list(tuner["threads"]))
+            rows = parse_bench_jsonl(c.run.stdout) if c.run is not None else []
+            curve = [{**summarize(x, True, 5.0), "vram_peak_mib": c.vram.peak_delta_mib, "load": c.load,
+                      "loaded": c.loaded} for x in rows]
+    rec = record("tune", provenance(job.build_json, manifest, emulation=emulation), params,
+                 {"status": "measured", **res.to_dict(), "thread_curve": curve, "calls": calls})
+    write_json(job.out["record"], rec)
     return rec

@@ -111,6 +111,29 @@ def tune_n_cpu_moe(measure: Callable[[int], Probe], n_layer: int, budget_mib: fl
     return result
 
 
+def _bisect_fit_margin(probe, fitting_margins: list[int], budget_mib: float) -> None:
+    """Bisect the --fit margin below the smallest that fits: the least left unused that still fits."""
+    if not fitting_margins:
+        return
+    lo, hi = 0, min(fitting_margins)
+    while hi - lo > FIT_FLOOR_MIB:
+        mid = (lo + hi) // 2
+        if probe({"fit_target": max(mid, 1)}, "fit").fits(budget_mib):
+            hi = mid
+        else:
+            lo = mid
+
+
+def _fill_partial_layer(probe, n_min: int, budget_mib: float) -> None:
+    """Fill the step below the smallest fitting N with part of layer N-1's experts kept on the GPU."""
+    if n_min <= 0:
+        return
+    for which in ("up|gate", "up"):
+        s = {"n_cpu_moe": n_min - 1, "override_tensor": partial_layer(n_min - 1, which)}
+        if not probe(s, "partial").fits(budget_mib):
+            break  # moving less of the layer will not fit either
+
+
 def tune(measure: Callable[[dict], Probe], n_layer: int, budget_mib: float, fit: bool = True) -> TuneResult:
     """Every family above; measure(setting) runs one probe of a llama-bench offload setting (keys n_cpu_moe,
     override_tensor, fit_target) and returns its Probe. fit=False: a llama.cpp without --fit, no fit probes."""
@@ -132,23 +155,9 @@ def tune(measure: Callable[[dict], Probe], n_layer: int, budget_mib: float, fit:
 
     ncmoe = tune_n_cpu_moe(lambda n: probe({"n_cpu_moe": n}, "n_cpu_moe"), n_layer, budget_mib)
 
-    fitting_margins = sorted(m for m in margins if seen[(("fit_target", m),)].fits(budget_mib))
-    if fitting_margins:  # bisect the margin below the smallest that fits: the least left unused that still fits
-        lo, hi = 0, fitting_margins[0]
-        while hi - lo > FIT_FLOOR_MIB:
-            mid = (lo + hi) // 2
-            if probe({"fit_target": max(mid, 1)}, "fit").fits(budget_mib):
-                hi = mid
-            else:
-                lo = mid
-
-    if ncmoe.best is not None:  # fill the step below the smallest fitting N with part of layer N-1's experts
-        n_min = min(p.n_cpu_moe for p in ncmoe.probes if p.fits(budget_mib))
-        if n_min > 0:
-            for which in ("up|gate", "up"):
-                s = {"n_cpu_moe": n_min - 1, "override_tensor": partial_layer(n_min - 1, which)}
-                if not probe(s, "partial").fits(budget_mib):
-                    break  # moving less of the layer will not fit either
+    _bisect_fit_margin(probe, [m for m in margins if seen[(("fit_target", m),)].fits(budget_mib)], budget_mib)
+    if ncmoe.best is not None:
+        _fill_partial_layer(probe, min(p.n_cpu_moe for p in ncmoe.probes if p.fits(budget_mib)), budget_mib)
 
     fitting = [p for p in probes if p.fits(budget_mib)]
     result = TuneResult(budget_mib, n_layer, None, probes,

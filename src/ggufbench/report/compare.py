@@ -25,7 +25,7 @@ def _pairs(df: pd.DataFrame, keys: list[str], base: str, other: str) -> pd.DataF
     return a.merge(b, left_index=True, right_index=True, how="inner", suffixes=("_a", "_b")).reset_index()
 
 
-def compare_quality(df: pd.DataFrame, value: str, unc: str, keys: list[str], base: str, other: str,
+def compare_quality(df: pd.DataFrame, value: str, unc: str, keys: list[str], *, base: str, other: str,
                     k: float = 2.0) -> pd.DataFrame:
     p = _pairs(df, keys, base, other)
     if p.empty:
@@ -87,10 +87,11 @@ def with_paired(out: pd.DataFrame, chunks: pd.DataFrame, base: str, other: str) 
 def compare_builds(tables: dict[str, pd.DataFrame], base: str, other: str) -> dict[str, pd.DataFrame]:
     out = {}
     if not tables["perplexity"].empty:
-        out["perplexity"] = compare_quality(tables["perplexity"], "ppl", "ppl_uncertainty", KEYS_PPL, base, other)
+        out["perplexity"] = compare_quality(tables["perplexity"], "ppl", "ppl_uncertainty", KEYS_PPL, base=base,
+                                            other=other)
     if not tables["kld"].empty:
         out["kld"] = with_paired(
-            compare_quality(tables["kld"], "kld_mean", "kld_mean_uncertainty", KEYS_KLD, base, other),
+            compare_quality(tables["kld"], "kld_mean", "kld_mean_uncertainty", KEYS_KLD, base=base, other=other),
             tables.get("chunks"), base, other)
     if not tables["bench"].empty:
         out["bench"] = compare_speed(tables["bench"], base, other)

@@ -12,6 +12,7 @@ beside it: what an unpaired comparison would have said.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -66,57 +67,72 @@ def _verdict(p: dict, a: str, b: str, better: str) -> str:
     return f"{a if a_better else b} better"
 
 
-def _row(kind: str, key: dict, a: str, b: str, ca, cb, ra: pd.Series | None, rb: pd.Series | None,
-         stat: str) -> dict:
+@dataclass(frozen=True)
+class _Pair:
+    """Two runs compared on their shared chunks: A against B, run keys (build, model, ctx, kv, quant)."""
+
+    kind: str      # quant | kv | build
+    key: dict      # what the two runs share, as the table's columns
+    a: str
+    b: str
+    ka: tuple
+    kb: tuple
+
+
+def _row(pair: _Pair, stat: str, runs: dict, table: pd.DataFrame) -> dict:
     col, unc, better = STATS[stat]
-    p = paired(ca, cb, stat)
+    p = paired(runs[pair.ka], runs[pair.kb], stat)
     quad = math.nan
-    if ra is not None and rb is not None:
-        quad = math.hypot(float(ra[unc]), float(rb[unc]))
-    return {"comparison": kind, **key, "a": a, "b": b, "stat": stat, **p,
+    if pair.ka in table.index and pair.kb in table.index:
+        quad = math.hypot(float(table.loc[pair.ka][unc]), float(table.loc[pair.kb][unc]))
+    return {"comparison": pair.kind, **pair.key, "a": pair.a, "b": pair.b, "stat": stat, **p,
             "quadrature_se": quad, "se_ratio": p["paired_se"] / quad if quad else math.nan,
             "quadrature_resolved": bool(quad and abs(p["diff"]) > 1.96 * quad),
-            "verdict": _verdict(p, a, b, better)}
+            "verdict": _verdict(p, pair.a, pair.b, better)}
 
 
-def comparisons(chunks: pd.DataFrame, kld: pd.DataFrame,
-                stats=("kld", "ln_ppl_ratio", "same_top_p_pct")) -> pd.DataFrame:
-    """Neighbouring quants of each KLD scoreboard (per build, model, ctx, KV type; ordered by mean KLD), each KV
-    type against f16 for every quant, and each build against the first for every quant and KV type."""
-    if chunks.empty or kld.empty or "kld" not in chunks:
-        return pd.DataFrame()
-    ck = chunks[chunks["stage"] == "kld"]
-    runs = {k: g for k, g in ck.groupby(["build", "model", "ctx", "kv", "quant"], sort=False)}
-    table = kld.set_index(["build", "model", "ctx", "kv", "quant"]) if not kld.empty else None
-
-    def rec(k):
-        return table.loc[k] if table is not None and k in table.index else None
-
-    rows = []
+def _quant_pairs(kld: pd.DataFrame, runs: dict):
+    """Neighbouring quants of each KLD scoreboard (per build, model, ctx, KV type; ordered by mean KLD)."""
     for (build, model, ctx, kv), g in kld.groupby(["build", "model", "ctx", "kv"], sort=False):
         order = [q for q in g.sort_values("kld_mean")["quant"] if (build, model, ctx, kv, q) in runs]
         key = {"build": build, "model": model, "ctx": int(ctx), "kv": kv}
         for a, b in zip(order, order[1:], strict=False):
-            ka, kb = (build, model, ctx, kv, a), (build, model, ctx, kv, b)
-            rows += [_row("quant", key, a, b, runs[ka], runs[kb], rec(ka), rec(kb), s) for s in stats]
+            yield _Pair("quant", key, a, b, (build, model, ctx, kv, a), (build, model, ctx, kv, b))
+
+
+def _kv_pairs(kld: pd.DataFrame, runs: dict):
+    """Each KV type against f16 for every quant."""
     for (build, model, ctx, quant), g in kld.groupby(["build", "model", "ctx", "quant"], sort=False):
         f16 = (build, model, ctx, "f16", quant)
-        if f16 not in runs:
-            continue
+        key = {"build": build, "model": model, "ctx": int(ctx), "quant": quant}
         for kv in g["kv"]:
             k = (build, model, ctx, kv, quant)
-            if kv != "f16" and k in runs:
-                key = {"build": build, "model": model, "ctx": int(ctx), "quant": quant}
-                rows += [_row("kv", key, kv, "f16", runs[k], runs[f16], rec(k), rec(f16), s) for s in stats]
+            if kv != "f16" and k in runs and f16 in runs:
+                yield _Pair("kv", key, kv, "f16", k, f16)
+
+
+def _build_pairs(kld: pd.DataFrame, runs: dict):
+    """Each build against the first for every quant and KV type."""
     builds = list(dict.fromkeys(kld["build"]))
     for other in builds[1:]:
         for (model, ctx, kv, quant), _ in kld[kld["build"] == other].groupby(["model", "ctx", "kv", "quant"]):
             ka, kb = (other, model, ctx, kv, quant), (builds[0], model, ctx, kv, quant)
             if ka in runs and kb in runs:
-                key = {"model": model, "ctx": int(ctx), "kv": kv, "quant": quant}
-                rows += [_row("build", key, other, builds[0], runs[ka], runs[kb], rec(ka), rec(kb), s)
-                         for s in stats]
-    return pd.DataFrame(rows)
+                yield _Pair("build", {"model": model, "ctx": int(ctx), "kv": kv, "quant": quant}, other, builds[0],
+                            ka, kb)
+
+
+def comparisons(chunks: pd.DataFrame, kld: pd.DataFrame,
+                stats=("kld", "ln_ppl_ratio", "same_top_p_pct")) -> pd.DataFrame:
+    """Neighbouring quants of each KLD scoreboard, each KV type against f16 for every quant, and each build against
+    the first for every quant and KV type: every statistic of each pair, paired on the shared chunks."""
+    if chunks.empty or kld.empty or "kld" not in chunks:
+        return pd.DataFrame()
+    ck = chunks[chunks["stage"] == "kld"]
+    runs = {k: g for k, g in ck.groupby(["build", "model", "ctx", "kv", "quant"], sort=False)}
+    table = kld.set_index(["build", "model", "ctx", "kv", "quant"])
+    pairs = [*_quant_pairs(kld, runs), *_kv_pairs(kld, runs), *_build_pairs(kld, runs)]
+    return pd.DataFrame([_row(pair, s, runs, table) for pair in pairs for s in stats])
 
 
 def ranking_holds(chunks: pd.DataFrame, first_n: int) -> pd.DataFrame:

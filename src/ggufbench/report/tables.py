@@ -18,6 +18,7 @@ import pandas as pd
 from ..core.io import atomic_path, read_json
 from ..llamacpp.bench_output import flash_attn_label, summarize
 from ..llamacpp.logits import scored_per_chunk
+from ..measure.load import load_verdict
 from ..measure.tuner import setting_label
 
 PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
@@ -104,8 +105,9 @@ def chunks_rows(records: list[dict]) -> pd.DataFrame:
 
 def bench_rows(records: list[dict], summary: dict | None = None) -> pd.DataFrame:
     """One row per llama-bench test; every llama-bench field by name, plus strategy, the offload setting, the
-    noise columns and the VRAM peak of the call that measured it. summary ({discard_first, noise_threshold_pct},
-    the config's): the repetitions summarised again with these, so changing them re-aggregates, not re-measures."""
+    noise columns, and the VRAM peak and the machine's load (measure.load) of the call that measured it. summary
+    ({discard_first, noise_threshold_pct}, the config's): the repetitions summarised again with these, so changing
+    them re-aggregates, not re-measures."""
     rows = []
     for r in records:
         for b in r["result"]["rows"]:
@@ -113,6 +115,9 @@ def bench_rows(records: list[dict], summary: dict | None = None) -> pd.DataFrame
             if summary and b.get("samples_ts"):
                 b = summarize(b, summary["discard_first"], summary["noise_threshold_pct"])
             vram, setting = b.pop("vram"), b.pop("setting", {})
+            load = b.pop("load", None)  # records made before the load was sampled have none: "not measured"
+            b.pop("loaded", None)       # judged again below, so the threshold is one place (measure.load)
+            loaded, load_why = load_verdict(load)
             if "flash_attn" in b:  # records measured before the parser made it one type
                 b["flash_attn"] = flash_attn_label(b["flash_attn"])
             bench = {f"bench_{k}" if k in ("model_filename",) else k: v for k, v in b.items()}
@@ -125,7 +130,10 @@ def bench_rows(records: list[dict], summary: dict | None = None) -> pd.DataFrame
                        status=b.get("status", "measured"), reason=b.get("reason"),
                        vram_available=vram["available"], vram_reason=vram.get("reason") or None,
                        vram_peak_delta_mib=vram.get("peak_delta_mib"), vram_peak_used_mib=vram.get("peak_used_mib"),
-                       vram_free_before_mib=vram.get("free_before_mib"), vram_samples=vram.get("samples"))
+                       vram_free_before_mib=vram.get("free_before_mib"), vram_samples=vram.get("samples"),
+                       load_available=bool(load and load.get("available")), loaded=loaded, load_reason=load_why,
+                       load_other_cpu_share=(load or {}).get("other_cpu_share"),
+                       load_loadavg_max=(load or {}).get("loadavg_max"))
             rows.append(row)
     return _order(pd.DataFrame(rows))
 
@@ -211,11 +219,14 @@ def record_tables(records: dict[str, list]) -> dict[str, pd.DataFrame]:
     return {name: ROWS[name]([read_json(p) for p in paths]) for name, paths in records.items()}
 
 
-def write_tables(perplexity, kld, bench, builds, out: dict, tune=(), bench_summary: dict | None = None) -> None:
-    tables = record_tables({"perplexity": perplexity, "kld": kld, "tune": tune, "builds": builds})
-    tables["bench"] = bench_rows([read_json(p) for p in bench], bench_summary)
+def write_tables(records: dict[str, list], out: dict, bench_summary: dict | None = None) -> None:
+    """records: {perplexity, kld, bench, builds, tune: record paths}; out: {table name: path}, the chunks table too
+    where out names it."""
+    tables = record_tables({k: records.get(k, []) for k in ("perplexity", "kld", "tune", "builds")})
+    tables["bench"] = bench_rows([read_json(p) for p in records.get("bench", [])], bench_summary)
     if "chunks" in out:
-        tables["chunks"] = chunks_rows([read_json(p) for p in dict.fromkeys([*perplexity, *kld])])
+        tables["chunks"] = chunks_rows([read_json(p) for p in dict.fromkeys([*records.get("perplexity", []),
+                                                                            *records.get("kld", [])])])
     for name, df in tables.items():
         _write_parquet(df, out[name])
 

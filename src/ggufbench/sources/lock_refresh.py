@@ -66,6 +66,29 @@ def _digest(entry: dict | None) -> dict | None:
     return None if entry is None else {f["path"]: f.get("sha256") or f.get("blob_id") for f in entry["files"]}
 
 
+def _status(before: dict | None, entry: dict, commit: str) -> str:
+    """What a selection's lock entry did upstream: new, unchanged (maybe under another commit), or CHANGED."""
+    if before is None:
+        return "new in the lock"
+    if _digest(before) == _digest(entry):
+        moved = before["commit"] != commit
+        return "unchanged" + (f" (commit {before['commit'][:12]} -> {commit[:12]}, same bytes)" if moved else "")
+    return (f"CHANGED upstream: commit {before['commit'][:12]} -> {commit[:12]}, files "
+            + ", ".join(_diff(before, entry)))
+
+
+def _invalidate(rows: list[tuple], workdir: Path, out) -> None:
+    """Remove what each changed selection made (its manifest links), so the next run fetches and re-measures it."""
+    for label, _, status, _, sel in rows:
+        if not status.startswith("CHANGED"):
+            continue
+        for rel in sel.invalidate:
+            p = workdir / rel
+            if p.exists() or p.is_symlink():
+                p.unlink()
+                print(f"removed {rel}: the next snakemake run fetches {label} again and re-measures it", file=out)
+
+
 def refresh(config: dict, lock: Path, workdir: Path, check: bool = False, out=sys.stdout) -> list[str]:
     """Resolve every selection again; report; unless `check`, rewrite the lock and invalidate changed ones.
 
@@ -75,28 +98,16 @@ def refresh(config: dict, lock: Path, workdir: Path, check: bool = False, out=sy
 
     old = read(lock)
     new: dict[str, dict] = {}
-    changed: list[str] = []
     rows = []
     resolved: dict[str, tuple] = {}  # one lookup per lock key; every selection sharing it gets its status
     for sel in selections(config):
         if sel.key not in resolved:
             res = _resolve(sel)
-            entry = res.lock_entry()
-            new[sel.key] = entry
-            before = old.get(sel.key)
-            if before is None:
-                status = "new in the lock"
-            elif _digest(before) == _digest(entry):
-                status = "unchanged" + (f" (commit {before['commit'][:12]} -> {res.commit[:12]}, same bytes)"
-                                        if before["commit"] != res.commit else "")
-            else:
-                status = (f"CHANGED upstream: commit {before['commit'][:12]} -> {res.commit[:12]}, files "
-                          + ", ".join(_diff(before, entry)))
-            resolved[sel.key] = (res, status)
+            new[sel.key] = res.lock_entry()
+            resolved[sel.key] = (res, _status(old.get(sel.key), new[sel.key], res.commit))
         res, status = resolved[sel.key]
-        if status.startswith("CHANGED"):
-            changed.append(sel.label)
         rows.append((sel.label, sel.key, status, hub.human_bytes(res.total_size), sel))
+    changed = [label for label, _, status, _, _ in rows if status.startswith("CHANGED")]
     for label, key, status, size, _ in rows:
         print(f"{label}: {key} [{size}]: {status}", file=out)
     if check:
@@ -104,14 +115,7 @@ def refresh(config: dict, lock: Path, workdir: Path, check: bool = False, out=sy
     # keep entries of selections the config no longer names (other configs may share the lock)
     write(lock, {**old, **new})
     print(f"wrote {lock}", file=out)
-    for label, _, status, _, sel in rows:
-        if status.startswith("CHANGED"):
-            for rel in sel.invalidate:
-                p = workdir / rel
-                if p.exists() or p.is_symlink():
-                    p.unlink()
-                    print(f"removed {rel}: the next snakemake run fetches {label} again and re-measures it",
-                          file=out)
+    _invalidate(rows, workdir, out)
     return changed
 
 

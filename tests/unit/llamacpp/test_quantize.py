@@ -38,7 +38,7 @@ def test_exit_0_without_a_file_is_a_failure(tmp_path, src):
     tool = stand_in(tmp_path, "print('main: quantize time = 0 ms')")
     dest = tmp_path / "q" / "m-Q8_0.gguf"
     with pytest.raises(ToolFailed, match="exited 0 but wrote no .m-Q8_0.gguf.partial"):
-        quantize(tool, src, dest, "Q8_0", 2)
+        quantize(tool, src, dest, "Q8_0", threads=2)
     assert list(dest.parent.iterdir()) == []
 
 
@@ -47,7 +47,7 @@ def test_junk_output_never_replaces_the_old_file(tmp_path, src):
     dest = tmp_path / "m-Q4_K_M.gguf"
     dest.write_bytes(b"GGUF old quant")
     with pytest.raises(ToolFailed, match="is not a GGUF file"):
-        quantize(tool, src, dest, "Q4_K_M", 1)
+        quantize(tool, src, dest, "Q4_K_M", threads=1)
     assert dest.read_bytes() == b"GGUF old quant"
     assert not (tmp_path / ".m-Q4_K_M.gguf.partial").exists()
 
@@ -56,7 +56,7 @@ def test_command_line_order(tmp_path, src):
     tool = stand_in(tmp_path, "import shutil\nprint(' '.join(args))\nshutil.copyfile(args[-4], args[-3])")
     dest = tmp_path / "m-Q6_K.gguf"
     log = tmp_path / "quantize.log"
-    quantize(tool, src, dest, "Q6_K", 3, log=log, extra=["--pure"])
+    quantize(tool, src, dest, "Q6_K", threads=3, log=log, extra=["--pure"])
     assert dest.read_bytes() == src.read_bytes()
     assert f"--allow-requantize --pure {src} {tmp_path / '.m-Q6_K.gguf.partial'} Q6_K 3\n" in log.read_text()
 
@@ -65,13 +65,13 @@ def test_real_llama_quantize(llama_bin, llama_src, tmp_path):
     f16 = tmp_path / "tiny-F16.gguf"
     synth.write_synthetic_moe(f16, llama_src / "models" / "ggml-vocab-qwen2.gguf", n_layer=1, seed=1)
     dest = tmp_path / "q" / "tiny-Q8_0.gguf"
-    quantize(llama_bin / "llama-quantize", f16, dest, "Q8_0", 2, log=tmp_path / "q.log")
+    quantize(llama_bin / "llama-quantize", f16, dest, "Q8_0", threads=2, log=tmp_path / "q.log")
     assert gguf_metadata(dest)["file_type"] == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
     assert gguf_metadata(dest)["n_tensors"] == gguf_metadata(f16)["n_tensors"]
     assert dest.stat().st_size < f16.stat().st_size
     # refused before running where the build's record lists its types (features.py), else by llama-quantize
     with pytest.raises((ConfigError, ToolFailed), match="llama-quantize exited with status|'Q9_X' is not a type"):
-        quantize(llama_bin / "llama-quantize", f16, tmp_path / "bad.gguf", "Q9_X", 2)
+        quantize(llama_bin / "llama-quantize", f16, tmp_path / "bad.gguf", "Q9_X", threads=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q", "q.log", "tiny-F16.gguf"]
 
 
@@ -101,5 +101,5 @@ def test_a_disk_that_fills_up_during_quantize_is_named(llama_bin, llama_src, tmp
     dest = small_disk / "tiny-Q8_0.gguf"
     with pytest.raises(ToolFailed, match=r"could not write .*tiny-Q8_0.gguf: the disk is full \(\d+ bytes free after "
                                          r"[\d,]+ bytes of it were written"):
-        quantize(llama_bin / "llama-quantize", f16, dest, "Q8_0", 2, log=tmp_path / "q.log")
+        quantize(llama_bin / "llama-quantize", f16, dest, "Q8_0", threads=2, log=tmp_path / "q.log")
     assert list(small_disk.iterdir()) == []  # the half-written file is gone

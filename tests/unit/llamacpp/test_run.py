@@ -1,12 +1,18 @@
-"""Running tools with real processes (exit statuses, signals, missing binaries, the log), atomic JSON
-records, and NVML's no-GPU path (the same code runs on CPU-only machines and GPU nodes)."""
+"""Running tools with real processes (exit statuses, signals, missing binaries, the log), and started(), the one
+way a tool process is started: output streamed, the tool stopped (SIGTERM, then SIGKILL) and reaped however the
+caller's block ends."""
 
 from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from ggufbench.core.errors import ToolFailed
-from ggufbench.llamacpp.run import ToolRun, run_tool
+from ggufbench.llamacpp.run import ToolRun, last_lines, run_tool, started
 
 
 def test_success_returns_output_and_logs(tmp_path):
@@ -117,3 +123,60 @@ def test_missing_binary(tmp_path):
 def test_killed_by_realtime_signal():
     with pytest.raises(ToolFailed, match="killed by"):
         run_tool(["sh", "-c", "kill -35 $$"])
+
+
+# started(): the one way a tool process is started (run_tool and the server check use it) ------------------------
+
+def _gone(pid: int) -> bool:
+    """Reaped: no process, not even a zombie, has this pid."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _wait_for_line(tool, line: str, seconds: float = 10) -> None:
+    end = time.monotonic() + seconds
+    while line not in tool.output():
+        assert time.monotonic() < end, f"{line!r} never came; output: {tool.output()!r}"
+        time.sleep(0.02)
+
+
+def test_started_streams_output_and_stops_the_tool_at_the_end(tmp_path):
+    log = tmp_path / "job.log"
+    with started(["sh", "-c", "echo ready; exec sleep 60"], log) as tool:
+        _wait_for_line(tool, "ready\n")
+        assert tool.poll() is None and tool.output() == "ready\n" and tool.name == "sh"
+        tool.note("the caller's own line")
+        pid = tool.pid
+    assert tool.returncode == -signal.SIGTERM and _gone(pid)
+    assert log.read_text().splitlines() == ["$ sh -c 'echo ready; exec sleep 60'", "ready", "# the caller's own line",
+                                            f"# stopped: exit status -15, {tool.wall_seconds:.1f} s"]
+
+
+@pytest.mark.faults
+def test_started_stops_the_tool_when_the_block_raises(tmp_path):
+    with pytest.raises(KeyboardInterrupt), started(["sleep", "60"], tmp_path / "job.log") as tool:
+        raise KeyboardInterrupt
+    assert tool.returncode == -signal.SIGTERM and _gone(tool.pid)
+    assert "# stopped: exit status -15," in (tmp_path / "job.log").read_text()
+
+
+@pytest.mark.faults
+def test_a_tool_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path):
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+             "time.sleep(60)"
+    t0 = time.monotonic()
+    with started([sys.executable, "-c", ignore], tmp_path / "job.log", grace_s=0.5) as tool:
+        _wait_for_line(tool, "ready\n")
+    assert tool.returncode == -signal.SIGKILL and _gone(tool.pid)
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_tool_that_ended_by_itself_is_reaped_and_its_status_logged(tmp_path):
+    with started(["sh", "-c", "echo done; exit 4"], tmp_path / "job.log") as tool:
+        assert tool.wait() == 4 and tool.output() == "done\n"
+    assert tool.returncode == 4
+    assert (tmp_path / "job.log").read_text().splitlines()[-1].startswith("# exit status 4, ")
+
+
+def test_last_lines():
+    assert last_lines("a\nb\nc\nd\ne\nf\ng\n\n") == "c\nd\ne\nf\ng"
+    assert last_lines("one\ntwo\n", 1) == "two" and last_lines("") == ""

@@ -16,6 +16,7 @@ from ggufbench.llamacpp.logits import logits_file_size
 from ggufbench.measure.quality import kld_base_job, kld_job, perplexity_job
 from ggufbench.sources.manifest import write_manifest
 from tests.support import DATA
+from tests.support.jobs import make_job
 from tests.support.models import sha
 
 CPU = DATA / "cpu-0.3.36"
@@ -56,7 +57,8 @@ def test_perplexity_job_writes_the_parsed_cell_with_its_command_and_corpus(tmp_p
     tool = stand_in(tmp_path / "bin/llama-perplexity", "ppl_q8_0_kv-q8_0.txt")
     build, manifest, corpus, corpus_json = inputs(tmp_path)
     out, log = tmp_path / "ppl.json", tmp_path / "ppl.log"
-    rec = perplexity_job(tool, build, manifest, corpus, corpus_json, 512, "q8_0-f16", 8, 2, RUN, {}, out, log)
+    rec = perplexity_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=log), manifest=manifest,
+                   corpus=corpus, corpus_record=corpus_json, ctx=512, kv="q8_0-f16", chunks=8)
     assert read_json(out) == json.loads(json.dumps(rec, default=str))
     assert rec["stage"] == "perplexity" and rec["result"]["ppl"] == 12.0056
     assert (rec["params"]["type_k"], rec["params"]["type_v"], rec["params"]["chunks"]) == ("q8_0", "f16", 8)
@@ -76,8 +78,8 @@ def test_perplexity_job_exiting_0_without_a_result_fails_by_name_and_writes_noth
     build, manifest, corpus, corpus_json = inputs(tmp_path)
     out = tmp_path / "ppl.json"
     with pytest.raises(ToolFailed, match=r"too few tokens.*1024 tokens needed for ctx 512"):
-        perplexity_job(tool, build, manifest, corpus, corpus_json, 512, "f16", None, 2, RUN, {}, out,
-                       tmp_path / "ppl.log")
+        perplexity_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=tmp_path / "ppl.log"),
+                   manifest=manifest, corpus=corpus, corpus_record=corpus_json, ctx=512, kv="f16", chunks=None)
     assert not out.exists() and list(tmp_path.glob(".ppl.json*")) == []
 
 
@@ -98,7 +100,8 @@ def base_record(tmp_path, build, corpus, corpus_json):
     stand_in(tmp_path / "base/llama-tokenize", None, extra="print(list(range(8192)))")
     _, f16, _, _ = inputs(tmp_path, "F16")
     out = tmp_path / "base.json"
-    perplexity_job(tool, build, f16, corpus, corpus_json, 512, "f16", 12, 2, RUN, {}, out, tmp_path / "base.log")
+    perplexity_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=tmp_path / "base.log"), manifest=f16,
+                   corpus=corpus, corpus_record=corpus_json, ctx=512, kv="f16", chunks=12)
     data = logits_bytes(512, 10, 12)
     (tmp_path / "base.logits").write_bytes(data)
     rec = read_json(out)
@@ -112,8 +115,8 @@ def test_kld_job_takes_corpus_baseline_and_chunks_from_the_baseline_record(tmp_p
     base = base_record(tmp_path, build, corpus, corpus_json)
     tool = stand_in(tmp_path / "bin/llama-perplexity", "kld_q2_k.txt")
     out = tmp_path / "kld.json"
-    rec = kld_job(tool, build, manifest, base, tmp_path / "base.logits", 512, "q8_0", 2, RUN, {}, out,
-                  tmp_path / "kld.log")
+    rec = kld_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=tmp_path / "kld.log"), manifest=manifest,
+                base_record=base, logits=tmp_path / "base.logits", ctx=512, kv="q8_0")
     assert read_json(out)["result"] == rec["result"]
     assert rec["stage"] == "kld" and rec["params"]["chunks"] == 12
     p = rec["provenance"]
@@ -139,8 +142,8 @@ def test_kld_job_on_a_real_failure_raises_its_reason_and_writes_no_record(tmp_pa
     tool = stand_in(tmp_path / "bin/llama-perplexity", capture)
     out = tmp_path / "kld.json"
     with pytest.raises(ToolFailed, match=why):
-        kld_job(tool, build, manifest, base, tmp_path / "base.logits", 512, "f16", 2, RUN, {}, out,
-                tmp_path / "kld.log")
+        kld_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=tmp_path / "kld.log"), manifest=manifest,
+                base_record=base, logits=tmp_path / "base.logits", ctx=512, kv="f16")
     assert not out.exists()
 
 
@@ -173,7 +176,8 @@ def test_baseline_logits_that_are_not_their_records_file_are_refused_and_removed
     tool = stand_in(tmp_path / "bin/llama-perplexity", "kld_q2_k.txt", extra=f"open({str(started)!r}, 'w')")
     out = tmp_path / "kld.json"
     with pytest.raises(ToolFailed, match=why + r".*Removed it and .*base.json: a plain rerun redoes the baseline"):
-        kld_job(tool, build, manifest, base, logits, 512, "f16", 2, RUN, {}, out, tmp_path / "kld.log")
+        kld_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=tmp_path / "kld.log"), manifest=manifest,
+                base_record=base, logits=logits, ctx=512, kv="f16")
     assert not started.exists() and not out.exists() and not logits.exists() and not base.exists()
 
 
@@ -184,8 +188,8 @@ def test_missing_baseline_logits_are_named_and_the_record_removed(tmp_path):
     (tmp_path / "base.logits").unlink()
     tool = stand_in(tmp_path / "bin/llama-perplexity", "kld_q2_k.txt")
     with pytest.raises(ToolFailed, match=r"base.logits is missing"):
-        kld_job(tool, build, manifest, base, tmp_path / "base.logits", 512, "f16", 2, RUN, {}, tmp_path / "k.json",
-                tmp_path / "kld.log")
+        kld_job(make_job(tool=tool, build_json=build, run=RUN, out=tmp_path / "k.json", log=tmp_path / "kld.log"),
+                manifest=manifest, base_record=base, logits=tmp_path / "base.logits", ctx=512, kv="f16")
     assert not base.exists()
 
 
@@ -211,14 +215,15 @@ def test_kld_base_job_keeps_the_logits_only_when_exactly_the_forecast_size(tmp_p
              f"open(p, 'wb').write(b'_logits_' + bytes({size if complete else size // 2} - 8))")
     tool = stand_in(tmp_path / "bin/llama-perplexity", "kld_base_small.txt", extra=write)
     logits, out = tmp_path / "logits/base.logits", tmp_path / "base.json"
-    args = (tool, build, manifest, corpus, corpus_json, 128, "f16", 2, 1.0, 2, RUN, {}, logits, out,
-            tmp_path / "base.log")
+    job = make_job(tool=tool, build_json=build, run=RUN, out={"logits": logits, "record": out},
+                   log=tmp_path / "base.log", settings={"kld.max_logits_gib": 1.0})
+    args = {"manifest": manifest, "corpus": corpus, "corpus_record": corpus_json, "ctx": 128, "kv": "f16", "chunks": 2}
     if not complete:
         with pytest.raises(ToolFailed, match=f"{size // 2:,} bytes written, {size:,} expected for 2 chunks"):
-            kld_base_job(*args)
+            kld_base_job(job, **args)
         assert not out.exists() and list(logits.parent.iterdir()) == []
         return
-    rec = kld_base_job(*args)
+    rec = kld_base_job(job, **args)
     assert logits.stat().st_size == size and [p.name for p in logits.parent.iterdir()] == [
         "base.logits", ".base.logits.verified"]  # and the stamp of its check: the first KLD job's check is a stat
     r = rec["result"]
@@ -244,8 +249,8 @@ def test_a_pass_on_too_few_tokens_is_refused_before_llama_perplexity_runs(tmp_pa
     tokens(tmp_path, n_tokens)
     out = tmp_path / "ppl.json"
     with pytest.raises(ToolFailed, match=why):
-        perplexity_job(tool, build, manifest, corpus, corpus_json, ctx, "f16", chunks, 2, RUN, {}, out,
-                       tmp_path / "ppl.log")
+        perplexity_job(make_job(tool=tool, build_json=build, run=RUN, out=out, log=tmp_path / "ppl.log"),
+                   manifest=manifest, corpus=corpus, corpus_record=corpus_json, ctx=ctx, kv="f16", chunks=chunks)
     assert not started.exists() and not out.exists()
 
 

@@ -1,4 +1,5 @@
-"""report.proof: the server check starts the candidates that fit a budget in pick order, with a stand-in llama-server
+"""measure.server_check: the server check starts the candidates that fit a budget in pick order (report.proof ranks
+them), with a stand-in llama-server
 (a tiny HTTP server, or one that fails as the H200 did without memory: tests/data/cuda-h200-oom), until one starts;
 and records what happened when nothing fits or nothing starts. PPL records are real CPU captures."""
 
@@ -12,8 +13,10 @@ from ggufbench.core.config import defaults
 from ggufbench.core.io import read_json, record, write_json
 from ggufbench.llamacpp.perplexity_output import parse_kld, parse_perplexity
 from ggufbench.measure.provenance import provenance
-from ggufbench.report.proof import server_check_job
+from ggufbench.measure.server_check import server_check_job
+from ggufbench.report.proof import candidates
 from tests.support import DATA
+from tests.support.jobs import make_job
 from tests.support.models import quant_manifest, sha
 
 CPU = DATA / "cpu-0.3.36"
@@ -43,19 +46,24 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self.reply({{"status": "ok"}})
+        self.reply({{"model_path": model}} if self.path == "/props" else {{"status": "ok"}})
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.reply({{"content": " red, green and blue", "timings": {{"predicted_n": 4, "predicted_per_second": 50.0,
                                                                    "prompt_n": 7, "prompt_per_second": 400.0}}}})
 
-HTTPServer(("127.0.0.1", int(args[args.index("--port") + 1])), H).serve_forever()
+port = int(args[args.index("--port") + 1])
+httpd = HTTPServer(("127.0.0.1", port), H)
+print("srv  llama_server: model loaded", flush=True)  # what llama-server prints once it serves (llamacpp.server)
+print(f"srv  llama_server: listening on http://127.0.0.1:{{port}}", flush=True)
+httpd.serve_forever()
 """
 
 
-@pytest.fixture
-def setup(tmp_path):
+def write_records(tmp_path):
+    """The build record, each quant's manifest, and the PPL/KLD records of real captures: (build, manifests,
+    records as the rule's inputs name them)."""
     build = tmp_path / "build.json"
     write_json(build, {"build": "cpu", "key": "k1", "version": "0.5.0-dev", "commit": "0c1e570", "backend": "CPU"})
     manifests, records = {}, {"perplexity": [], "kld": [], "bench": [], "tune": []}
@@ -71,6 +79,12 @@ def setup(tmp_path):
             write_json(path, record("kld", prov, params, parse_kld(text).flat()))
             records["kld"].append(path)
         records["perplexity"].append(path)
+    return build, manifests, records
+
+
+@pytest.fixture
+def setup(tmp_path):
+    build, manifests, records = write_records(tmp_path)
 
     def check(budget_gib: float, oom=(), max_attempts: int = 3) -> dict:
         server = tmp_path / "llama-server"
@@ -78,9 +92,11 @@ def setup(tmp_path):
                                         oom_log=str(DATA / "cuda-h200-oom/server_all_gpu.err")))
         server.chmod(0o755)
         out = tmp_path / "server.json"
-        rec = server_check_job(server, build, records, manifests, CONFIG, "smol", budget_gib, 1024,
-                               {**defaults("server"), "timeout_s": 30, "max_attempts": max_attempts}, RUN, out,
-                               tmp_path / "server.log")
+        job = make_job(tool=server, build_json=build, run=RUN, out=out, log=tmp_path / "server.log")
+        rec = server_check_job(job, **candidates(records, CONFIG, model="smol", build="cpu", context=1024,
+                                                         budget_gib=budget_gib),
+                               manifests=manifests, budget_gib=budget_gib, context=1024,
+                               server={**defaults("server"), "timeout_s": 30, "max_attempts": max_attempts})
         assert read_json(out) == rec
         started = tmp_path / "started"
         return rec, started.read_text().split() if started.exists() else []

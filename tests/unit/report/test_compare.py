@@ -19,7 +19,7 @@ def test_compare_quality_flags_only_beyond_noise():
         ("cpu", "m", "Q2_K", 512, "f16", 16.9295, 0.81103),
         ("cuda", "m", "Q2_K", 512, "f16", 20.0, 0.8),  # a real regression would look like this
     ])
-    out = compare_quality(df, "ppl", "ppl_uncertainty", ["model", "quant", "ctx", "kv"], "cpu", "cuda")
+    out = compare_quality(df, "ppl", "ppl_uncertainty", ["model", "quant", "ctx", "kv"], base="cpu", other="cuda")
     flags = dict(zip(out["quant"], out["beyond noise"], strict=True))
     assert flags == {"Q4_K_M": False, "Q2_K": True}
     row = out.set_index("quant").loc["Q4_K_M"]

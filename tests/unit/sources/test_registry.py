@@ -13,6 +13,7 @@ from ggufbench.core.errors import ConfigError, ToolFailed
 from ggufbench.sources.manifest import model_path
 from ggufbench.sources.registry import fetch_model_source, link_local_gguf, make_quant
 from tests.support.hubserver import tiny_gguf
+from tests.support.jobs import make_job
 
 
 @pytest.fixture
@@ -55,7 +56,8 @@ def test_unknown_source_kind(tmp_path):
 
 def test_source_quant_is_the_source_file_under_the_quants_name(gguf, tmp_path):
     manifest = tmp_path / "results/models/m/quantized/F16/manifest.json"
-    data = make_quant({"source": True}, gguf, tmp_path / "no-llama-quantize", manifest, "m", "F16", 1)
+    job = make_job(tool=tmp_path / "no-llama-quantize", out={"manifest": manifest}, log=tmp_path / "q.log")
+    data = make_quant(job, origin={"source": True}, source=gguf, model="m", quant="F16")
     made = manifest.parent / "m-F16.gguf"
     assert made.samefile(gguf)  # a hard link (same file system)
     assert not made.is_symlink()

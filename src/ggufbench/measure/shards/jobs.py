@@ -10,20 +10,20 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.config import kv_pair
 from ...core.errors import ToolFailed
 from ...core.io import read_json, record, tool_info, write_json
-from ...core.proc import unwind_on_sigterm
+from ...core.job import Job
 from ...core.units import GIB
 from ...llamacpp import logits as kld_mod
-from ...llamacpp.cli import perplexity_args
 from ...llamacpp.perplexity_output import parse_kld, parse_perplexity
 from ...llamacpp.tokenize import perplexity_text, tokenize_ids
 from ...sources.manifest import model_path
 from ..provenance import provenance
-from ..quality import run_measurement
+from ..quality import pass_args, run_measurement
 from .plan import check_batching, plan_shards, scored_tokens, shard_bytes
 from .scratch import FolderSampler, scratch_slot
 from .stats import combine_kld, combine_ppl
@@ -36,105 +36,144 @@ def run_key(quant: str, kv: str) -> str:
     return f"{quant}|{kv}"
 
 
-def shard_plan_job(tokenize_bin, build_json, manifest, corpus, corpus_json, ctx: int, chunks: int | None,
-                   sharded: dict, plan_out, tokens_out, log) -> dict:
+def shard_plan_job(job: Job, *, manifest, corpus, corpus_record, ctx: int, chunks: int | None, sharded: dict) -> dict:
+    """Tokenize the corpus once (job.tool: llama-tokenize) and size the shards from the exact logits forecast."""
     model = model_path(manifest)
     vocab = read_vocab(model)  # fails early for a tokenizer whose pieces cannot make shard texts
-    ids = tokenize_ids(Path(tokenize_bin), model, Path(corpus), log)
+    ids = tokenize_ids(Path(job.tool), model, Path(corpus), job.log)
     # llama.cpp's own decision (GGUF key, or its default for the tokenizer's pre-type), read off the tokens
     vocab.add_bos = bool(ids) and vocab.bos_id is not None and ids[0] == vocab.bos_id
     text = perplexity_text(Path(corpus))
     ends = token_spans(ids, vocab, text)
-    plan = plan_shards(len(ids), ctx, len(vocab.pieces), chunks, sharded.get("disk_budget_gib", 4),
-                          sharded.get("parallel", 1), can_start=cuttable(ends, ctx, vocab.add_bos))
-    ranges = [shard_bytes(ends, len(text), ctx, a, b, vocab.add_bos) for a, b in plan.shards]
-    write_json(tokens_out, {"model": str(model), "n_tokens": len(ids), "ids": ids})
-    rec = record("kld_shard_plan", provenance(build_json, manifest, corpus_json),
+    plan = plan_shards(len(ids), ctx, len(vocab.pieces), chunks, disk_budget_gib=sharded.get("disk_budget_gib", 4),
+                       parallel=sharded.get("parallel", 1), can_start=cuttable(ends, ctx, vocab.add_bos))
+    ranges = [shard_bytes(ends, len(text), ctx, a, b, add_bos=vocab.add_bos) for a, b in plan.shards]
+    write_json(job.out["tokens"], {"model": str(model), "n_tokens": len(ids), "ids": ids})
+    rec = record("kld_shard_plan", provenance(job.build_json, manifest, corpus_record),
                  {"ctx": ctx, "chunks": chunks, **sharded},
                  {**plan.to_dict(), "n_shards": len(plan.shards), "tokenizer": vocab.model, "add_bos": vocab.add_bos,
                   "text_bytes": len(text), "shard_byte_ranges": [list(r) for r in ranges]})
-    with open(log, "a") as f:
-        f.write(f"# {len(plan.shards)} shards of up to {plan.chunks_per_shard} chunks for {plan.n_chunk} chunks; "
-                f"largest shard's logits {max(plan.shard_logits_bytes):,} bytes, budget {plan.disk_budget_bytes:,} "
-                f"bytes for {plan.parallel} at once (unsharded: {plan.unsharded_logits_bytes:,} bytes)\n")
-    write_json(plan_out, rec)
+    job.note(f"{len(plan.shards)} shards of up to {plan.chunks_per_shard} chunks for {plan.n_chunk} chunks; largest "
+             f"shard's logits {max(plan.shard_logits_bytes):,} bytes, budget {plan.disk_budget_bytes:,} bytes for "
+             f"{plan.parallel} at once (unsharded: {plan.unsharded_logits_bytes:,} bytes)")
+    write_json(job.out["plan"], rec)
     return rec
 
 
-def shard_job(tool, build_json, base_manifest, manifests: dict[str, str], corpus, corpus_json, plan_json, tokens_json,
-              shard: int, base_kv: str, runs: list[list[str]], threads: int, run: dict, gpu: dict, scratch_root,
-              tag: str, out, log) -> dict:
-    """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch."""
-    unwind_on_sigterm()  # a job killed with SIGTERM unwinds, so the scratch logits go
-    build = read_json(build_json)
-    plan = read_json(plan_json)["result"]
-    ids = read_json(tokens_json)["ids"]
-    first, end = plan["shards"][shard]
-    ctx, n_chunk = plan["n_ctx"], end - first
-    forecast = plan["shard_logits_bytes"][shard]
-    base_model = model_path(base_manifest)
-    add_bos = plan["add_bos"]
-    corpus_text = perplexity_text(Path(corpus))
+@dataclass(frozen=True)
+class ShardFiles:
+    """What a shard job reads: the baseline's and every quant's manifest, the corpus, the plan and its tokens."""
+
+    base_manifest: Path
+    manifests: dict[str, Path]   # quant -> manifest
+    corpus: Path
+    corpus_record: Path
+    plan: Path
+    tokens: Path
+
+
+@dataclass
+class _Shard:
+    """One shard of the plan, as its job measures it."""
+
+    index: int
+    first: int
+    end: int
+    ctx: int
+    forecast: int
+    add_bos: bool
+    n_vocab: int
+    text: bytes
+
+    @property
+    def n_chunk(self) -> int:
+        return self.end - self.first
+
+
+def _shard_of(files: ShardFiles, index: int) -> tuple[_Shard, list[int], dict]:
+    plan = read_json(files.plan)["result"]
+    first, end = plan["shards"][index]
+    corpus_text = perplexity_text(Path(files.corpus))
     if len(corpus_text) != plan["text_bytes"]:
-        raise ToolFailed(f"{corpus} is not the text the shard plan was made from ({len(corpus_text)} bytes, the "
-                         f"plan has {plan['text_bytes']}): rerun kld_shard_plan")
-    byte_start, byte_end = plan["shard_byte_ranges"][shard]
-    scratch_root = Path(scratch_root)
-    scratch = scratch_root / "ggufbench-kld" / tag / f"shard-{shard}"
-    with scratch_slot(scratch_root, plan["parallel"]) as slot:
+        raise ToolFailed(f"{files.corpus} is not the text the shard plan was made from ({len(corpus_text)} bytes, "
+                         f"the plan has {plan['text_bytes']}): rerun kld_shard_plan")
+    byte_start, byte_end = plan["shard_byte_ranges"][index]
+    shard = _Shard(index, first, end, plan["n_ctx"], plan["shard_logits_bytes"][index], plan["add_bos"],
+                   plan["n_vocab"], corpus_text[byte_start:byte_end])
+    return shard, read_json(files.tokens)["ids"], plan
+
+
+def shard_job(job: Job, *, files: ShardFiles, shard: int, base_kv: str, runs: list[list[str]], scratch_root) -> dict:
+    """One shard: baseline pass, then the KLD pass of every (quant, kv) in runs, logits only in scratch (the folder
+    removed however the job ends)."""
+    s, ids, plan = _shard_of(files, shard)
+    w = job.wildcards
+    scratch = Path(scratch_root) / "ggufbench-kld" / f"{w['build']}/{w['model']}/ctx{w['ctx']}" / f"shard-{shard}"
+    with scratch_slot(Path(scratch_root), plan["parallel"]) as slot:
         shutil.rmtree(scratch, ignore_errors=True)  # what a killed attempt left
         scratch.mkdir(parents=True)
         try:
-            free = shutil.disk_usage(scratch).free
-            if forecast > free:
-                raise ToolFailed(f"shard {shard}: its logits are forecast at {forecast:,} bytes but {scratch} has "
-                                 f"{free:,} bytes free: free space there, set kld.sharded.scratch_dir, or lower "
-                                 "kld.sharded.disk_budget_gib")
+            _check_scratch_space(s, scratch)
             with FolderSampler(scratch) as disk:
-                text = scratch / "shard.txt"
-                text.write_bytes(corpus_text[byte_start:byte_end])
-                logits = scratch / "base.logits"
-                k, v = kv_pair(base_kv)
-                cmd = perplexity_args(tool, base_model, build, ctx, base_kv, threads, run) + [
-                    "-f", text, "--chunks", n_chunk, "--kl-divergence-base", logits]
-                r, emulation = run_measurement(cmd, log, build, gpu)
-                base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
-                        "wall_seconds": r.wall_seconds,
-                        "provenance": provenance(build_json, base_manifest, corpus_json, r.output, emulation)}
-                check_batching(base["result"]["n_seq"], ctx, f"shard {shard}, baseline pass")
-                kld_mod.check_logits_size(logits, forecast, n_chunk, ctx, plan["n_vocab"])
-                written = logits.stat().st_size
-                _, _, got_chunks, got = kld_mod.read_logits_tokens(logits)
-                differing = tokens_differing(ids[first * ctx:end * ctx], got, ctx, add_bos)
-                if differing > MAX_DIFFERING * len(got):
-                    raise ToolFailed(f"shard {shard}: {differing} of {len(got)} tokens of its text differ from the "
-                                     "corpus's own tokenization, so it would not measure the same chunks; use "
-                                     "kld.mode: chunks for this model (and report the tokenizer: docs/kld-sharded.md)")
-                klds = {}
-                for quant, kv in runs:
-                    cmd = perplexity_args(tool, model_path(manifests[quant]), build, ctx, kv, threads, run) + [
-                        "--kl-divergence-base", logits, "--kl-divergence"]
-                    r, emulation = run_measurement(cmd, log, build, gpu)
-                    result = parse_kld(r.output)
-                    check_batching(result.n_seq, ctx, f"shard {shard}, KLD pass of {quant} KV {kv}")
-                    klds[run_key(quant, kv)] = {
-                        "result": result.to_dict(), "cmd": [str(c) for c in cmd],
-                        "wall_seconds": r.wall_seconds,
-                        "provenance": provenance(build_json, manifests[quant], corpus_json, r.output, emulation)}
+                base, written, differing, compared = _base_pass(job, files, s, ids, base_kv=base_kv, scratch=scratch)
+                klds = {run_key(q, kv): _kld_pass(job, files, s, quant=q, kv=kv, logits=scratch / "base.logits")
+                        for q, kv in runs}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    with open(log, "a") as f:
-        f.write(f"# shard {shard}: chunks [{first}, {end}), {differing} tokens differ from the full tokenization; "
-                f"scratch peak {disk.peak_bytes:,} bytes ({disk.samples} samples), logits {written:,} bytes\n")
-    params = {"ctx": ctx, "base_kv": base_kv, "type_k": k, "type_v": v, "threads": threads, **run}
+    job.note(f"shard {shard}: chunks [{s.first}, {s.end}), {differing} tokens differ from the full tokenization; "
+             f"scratch peak {disk.peak_bytes:,} bytes ({disk.samples} samples), logits {written:,} bytes")
+    k, v = kv_pair(base_kv)
+    params = {"ctx": s.ctx, "base_kv": base_kv, "type_k": k, "type_v": v, "threads": job.threads, **job.run}
     rec = record("kld_shard", None, params,
-                 {"n_chunk": n_chunk, "n_tokens_scored": scored_tokens(n_chunk, ctx), "tokens_differing": differing,
-                  "tokens_compared": got_chunks * ctx, "logits_bytes_forecast": forecast,
+                 {"n_chunk": s.n_chunk, "n_tokens_scored": scored_tokens(s.n_chunk, s.ctx),
+                  "tokens_differing": differing, "tokens_compared": compared, "logits_bytes_forecast": s.forecast,
                   "logits_bytes_written": written, "scratch_peak_bytes": disk.peak_bytes,
                   "scratch_samples": disk.samples, "scratch_dir": str(scratch), "slot": slot, "base": base,
-                  "kld": klds}, shard=shard, chunks=[first, end])
-    write_json(out, rec)
+                  "kld": klds}, shard=shard, chunks=[s.first, s.end])
+    write_json(job.out["record"], rec)
     return rec
+
+
+def _check_scratch_space(s: _Shard, scratch: Path) -> None:
+    free = shutil.disk_usage(scratch).free
+    if s.forecast > free:
+        raise ToolFailed(f"shard {s.index}: its logits are forecast at {s.forecast:,} bytes but {scratch} has "
+                         f"{free:,} bytes free: free space there, set kld.sharded.scratch_dir, or lower "
+                         "kld.sharded.disk_budget_gib")
+
+
+def _base_pass(job: Job, files: ShardFiles, s: _Shard, ids: list[int], *, base_kv: str, scratch: Path):
+    """The baseline pass over the shard's text into scratch; its logits checked against the forecast and its tokens
+    against the corpus's own tokenization. Returns (its record, bytes written, tokens differing, compared)."""
+    text = scratch / "shard.txt"
+    text.write_bytes(s.text)
+    logits = scratch / "base.logits"
+    cmd = pass_args(job, model_path(files.base_manifest), s.ctx, base_kv) + [
+        "-f", text, "--chunks", s.n_chunk, "--kl-divergence-base", logits]
+    r, emulation = run_measurement(job, cmd)
+    base = {"result": parse_perplexity(r.output).to_dict(), "cmd": [str(c) for c in cmd],
+            "wall_seconds": r.wall_seconds,
+            "provenance": provenance(job.build_json, files.base_manifest, files.corpus_record, r.output, emulation)}
+    check_batching(base["result"]["n_seq"], s.ctx, f"shard {s.index}, baseline pass")
+    kld_mod.check_logits_size(logits, s.forecast, s.n_chunk, s.ctx, s.n_vocab)
+    written = logits.stat().st_size
+    _, _, got_chunks, got = kld_mod.read_logits_tokens(logits)
+    differing = tokens_differing(ids[s.first * s.ctx:s.end * s.ctx], got, s.ctx, s.add_bos)
+    if differing > MAX_DIFFERING * len(got):
+        raise ToolFailed(f"shard {s.index}: {differing} of {len(got)} tokens of its text differ from the corpus's "
+                         "own tokenization, so it would not measure the same chunks; use kld.mode: chunks for this "
+                         "model (and report the tokenizer: docs/kld-sharded.md)")
+    return base, written, differing, got_chunks * s.ctx
+
+
+def _kld_pass(job: Job, files: ShardFiles, s: _Shard, *, quant: str, kv: str, logits: Path) -> dict:
+    manifest = files.manifests[quant]
+    cmd = pass_args(job, model_path(manifest), s.ctx, kv) + ["--kl-divergence-base", logits, "--kl-divergence"]
+    r, emulation = run_measurement(job, cmd)
+    result = parse_kld(r.output)
+    check_batching(result.n_seq, s.ctx, f"shard {s.index}, KLD pass of {quant} KV {kv}")
+    return {"result": result.to_dict(), "cmd": [str(c) for c in cmd], "wall_seconds": r.wall_seconds,
+            "provenance": provenance(job.build_json, manifest, files.corpus_record, r.output, emulation)}
 
 
 def _shards(records: list[str], plan: dict) -> list[dict]:
@@ -178,10 +217,10 @@ def _run_shape(result: dict) -> dict:
     return {key: result.get(key) for key in ("n_ctx", "n_batch", "n_seq", "seconds_per_pass")}
 
 
-def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks, out) -> dict:
-    """One quant's KLD over every shard, as one record shaped as rule kld's (mode chunks)."""
-    plan = read_json(plan_json)["result"]
-    recs = _shards(shard_records, plan)
+def combine_job(job: Job, *, shards: list[str], plan, quant: str, kv: str, chunks) -> dict:
+    """One quant's KLD over every shard (their records), as one record shaped as rule kld's (mode chunks)."""
+    plan = read_json(plan)["result"]
+    recs = _shards(shards, plan)
     runs = [r["result"]["kld"][run_key(quant, kv)] for r in recs]
     _same([x["provenance"]["file_sha256"] for x in runs], "files of this quant")
     _same([x["provenance"]["build_key"] for x in runs], "builds")
@@ -198,14 +237,14 @@ def combine_job(shard_records: list[str], plan_json, quant: str, kv: str, chunks
                 baseline_kv=recs[0]["params"]["base_kv"])
     rec = record("kld", prov, _params(recs, plan, kv, chunks), result,
                  tool_info(runs[0]["cmd"], sum(x["wall_seconds"] for x in runs)))
-    write_json(out, rec)
+    write_json(job.out["record"], rec)
     return rec
 
 
-def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
+def base_combine_job(job: Job, *, shards: list[str], plan, chunks) -> dict:
     """The baseline's PPL over every shard (its baseline passes), and the disk each shard used."""
-    plan = read_json(plan_json)["result"]
-    recs = _shards(shard_records, plan)
+    plan = read_json(plan)["result"]
+    recs = _shards(shards, plan)
     bases = [r["result"]["base"] for r in recs]
     _same([b["provenance"]["file_sha256"] for b in bases], "baseline files")
     ppl, unc = combine_ppl([(b["result"]["ppl"], b["result"]["ppl_uncertainty"], r["result"]["n_tokens_scored"])
@@ -222,5 +261,5 @@ def base_combine_job(shard_records: list[str], plan_json, chunks, out) -> dict:
               "tokens_compared": sum(r["result"]["tokens_compared"] for r in recs)}
     rec = record("kld_base", bases[0]["provenance"], _params(recs, plan, recs[0]["params"]["base_kv"], chunks), result,
                  tool_info(bases[0]["cmd"], sum(b["wall_seconds"] for b in bases)))
-    write_json(out, rec)
+    write_json(job.out["record"], rec)
     return rec

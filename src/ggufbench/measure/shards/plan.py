@@ -12,7 +12,7 @@ from ...llamacpp.logits import logits_file_size, n_chunks_used, scored_per_chunk
 from .text import cuttable, first_token
 
 
-def shard_bytes(ends: list[int], n_text: int, n_ctx: int, first_chunk: int, end_chunk: int,
+def shard_bytes(ends: list[int], n_text: int, n_ctx: int, first_chunk: int, end_chunk: int, *,
                 add_bos: bool) -> tuple[int, int]:
     """[start, end) in the corpus text of chunks [first_chunk, end_chunk): from the end of the token before the
     shard's first one (_first_token; cuttable says where that is possible), to the end of up to n_ctx tokens
@@ -67,7 +67,7 @@ def check_batching(reported: int | None, n_ctx: int, what: str) -> None:
                          "differently; use kld.mode: chunks with it")
 
 
-def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, disk_budget_gib: float,
+def plan_shards(n_tokens: int, n_ctx: int, n_vocab: int, chunks: int | None, *, disk_budget_gib: float,
                 parallel: int = 1, n_batch: int = LLAMA_N_BATCH,
                 can_start: Callable[[int], bool] = lambda c: True) -> ShardPlan:
     """Shards of whole chunks, each one's logits file (exact size) within disk_budget / parallel.

@@ -5,7 +5,6 @@ leaves no record and no scratch logits."""
 from __future__ import annotations
 
 import fcntl
-import signal
 import sys
 
 import pytest
@@ -15,9 +14,10 @@ from ggufbench.core.io import read_json, write_json
 from ggufbench.core.units import GIB
 from ggufbench.llamacpp.logits import logits_file_size
 from ggufbench.llamacpp.perplexity_output import parse_kld, parse_perplexity
-from ggufbench.measure.shards.jobs import base_combine_job, combine_job, shard_job
+from ggufbench.measure.shards.jobs import ShardFiles, base_combine_job, combine_job, shard_job
 from ggufbench.measure.shards.plan import plan_shards, scored_tokens
 from tests.support import DATA
+from tests.support.jobs import make_job
 from tests.support.models import quant_manifest
 
 SHARDED = DATA / "cpu-0.3.36" / "sharded"
@@ -30,7 +30,7 @@ def read(name: str) -> str:
 
 def plan_json(tmp_path):
     """The plan for 8 chunks of 512 with room for 4 at once: shards [0,4) and [4,8)."""
-    plan = plan_shards(8 * 512 + 10, 512, 49152, None, logits_file_size(512, 49152, 4) / GIB)
+    plan = plan_shards(8 * 512 + 10, 512, 49152, None, disk_budget_gib=logits_file_size(512, 49152, 4) / GIB)
     assert plan.shards == [[0, 4], [4, 8]]
     path = tmp_path / "plan.json"
     write_json(path, {"stage": "kld_shard_plan", "result": plan.to_dict()})
@@ -61,7 +61,8 @@ def test_combine_job_writes_one_kld_record_over_the_shards_equal_to_the_unsharde
     plan, _ = plan_json(tmp_path)
     shards = [shard_record(tmp_path, 1, 4, 8), shard_record(tmp_path, 0, 0, 4)]  # in any order
     out = tmp_path / "kld.json"
-    rec = combine_job(shards, plan, "Q2_K", "f16", None, out)
+    rec = combine_job(make_job(out=out, log=tmp_path / "log"), shards=shards, plan=plan, quant="Q2_K", kv="f16",
+                    chunks=None)
     assert read_json(out) == rec and rec["stage"] == "kld"
     whole = parse_kld(read("kld_q2_k_chunks0-8.txt"))
     r = rec["result"]
@@ -78,7 +79,9 @@ def test_combine_job_writes_one_kld_record_over_the_shards_equal_to_the_unsharde
 def test_base_combine_job_gives_the_baselines_ppl_and_the_largest_disk_use(tmp_path):
     plan, p = plan_json(tmp_path)
     out = tmp_path / "base.json"
-    rec = base_combine_job([shard_record(tmp_path, 0, 0, 4), shard_record(tmp_path, 1, 4, 8)], plan, None, out)
+    shards = [shard_record(tmp_path, 0, 0, 4), shard_record(tmp_path, 1, 4, 8)]
+    rec = base_combine_job(make_job(out=out, log=tmp_path / "log"), shards=shards,
+                           plan=plan, chunks=None)
     r = rec["result"]
     assert rec["stage"] == "kld_base" and read_json(out) == rec
     assert r["ppl"] == pytest.approx(parse_perplexity(read("base_chunks0-8.txt")).ppl, abs=1e-3)
@@ -92,25 +95,20 @@ def test_combining_refuses_shards_that_do_not_tile_or_were_measured_on_different
     out = tmp_path / "kld.json"
     gap = [shard_record(tmp_path, 0, 0, 3), shard_record(tmp_path, 1, 4, 8)]
     with pytest.raises(ToolFailed, match="shard 0 ends at 3, shard 1 starts at 4"):
-        combine_job(gap, plan, "Q2_K", "f16", None, out)
+        combine_job(make_job(out=out, log=tmp_path / "log"), shards=gap, plan=plan, quant="Q2_K", kv="f16",
+                    chunks=None)
     with pytest.raises(ToolFailed, match=r"cover chunks \[\[0, 4\]\], the plan \[\[0, 4\], \[4, 8\]\]"):
-        combine_job([shard_record(tmp_path, 0, 0, 4)], plan, "Q2_K", "f16", None, out)  # the last one missing
+        combine_job(make_job(out=out, log=tmp_path / "log"), shards=[shard_record(tmp_path, 0, 0, 4)], plan=plan,
+                    quant="Q2_K", kv="f16", chunks=None)  # the last one missing
     changed = [shard_record(tmp_path, 0, 0, 4), shard_record(tmp_path, 1, 4, 8, q2k_sha="sha-other")]
     with pytest.raises(ToolFailed, match=r"different files of this quant \(\['sha-Q2_K', 'sha-other'\]\)"):
-        combine_job(changed, plan, "Q2_K", "f16", None, out)
+        combine_job(make_job(out=out, log=tmp_path / "log"), shards=changed, plan=plan, quant="Q2_K", kv="f16",
+                    chunks=None)
     assert not out.exists()
 
 
-@pytest.fixture
-def sigterm():
-    """shard_job turns SIGTERM into SystemExit for its process: give pytest its own handler back."""
-    before = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, before)
-
-
 @pytest.mark.parametrize("case", ["corpus changed", "no room", "tool fails"])
-def test_a_failing_shard_job_names_why_and_leaves_no_record_nor_scratch(tmp_path, sigterm, case):
+def test_a_failing_shard_job_names_why_and_leaves_no_record_nor_scratch(tmp_path, case):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(b"x" * 100 + b"\n")
     plan = {"shards": [[0, 2]], "n_ctx": 16, "n_vocab": 10, "add_bos": False, "parallel": 1,
@@ -128,13 +126,16 @@ def test_a_failing_shard_job_names_why_and_leaves_no_record_nor_scratch(tmp_path
     tool.chmod(0o755)
     scratch_root, out = tmp_path / "scratch", tmp_path / "shard-0.json"
     match = {"corpus changed": r"not the text the shard plan was made from \(100 bytes, the plan has 99\)",
-             "no room": r"forecast at 1,000,000,000,000,000,000 bytes but .*scratch/ggufbench-kld/t/shard-0 has",
+             "no room": r"forecast at 1,000,000,000,000,000,000 bytes but .*ggufbench-kld/cpu/smol/ctx16/shard-0 has",
              "tool fails": "llama-perplexity exited with status 1"}[case]
     with pytest.raises(ToolFailed, match=match):
-        shard_job(tool, tmp_path / "build.json", manifest, {}, corpus, None, tmp_path / "plan.json",
-                  tmp_path / "tokens.json", 0, "f16", [], 2, RUN, {}, scratch_root, "t", out, tmp_path / "log")
+        job = make_job(tool=tool, build_json=tmp_path / "build.json", run=RUN, out=out, log=tmp_path / "log",
+                       wildcards={"build": "cpu", "model": "smol", "ctx": "16"})
+        files = ShardFiles(base_manifest=manifest, manifests={}, corpus=corpus, corpus_record=None,
+                           plan=tmp_path / "plan.json", tokens=tmp_path / "tokens.json")
+        shard_job(job, files=files, shard=0, base_kv="f16", runs=[], scratch_root=scratch_root)
     assert not out.exists() and (tmp_path / "ran").exists() == (case == "tool fails")
-    assert not (scratch_root / "ggufbench-kld/t/shard-0").exists()
+    assert not (scratch_root / "ggufbench-kld/cpu/smol/ctx16/shard-0").exists()
     if scratch_root.exists():  # the slot was given back
         with open(scratch_root / ".ggufbench-kld-slot-0.lock") as f:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

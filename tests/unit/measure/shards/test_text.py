@@ -82,7 +82,7 @@ def test_shard_texts_tokenize_back_to_their_chunks(name, llama_bin, llama_src, t
     cut = [a for a in starts if ok(a)]  # not ok: a boundary inside a character; plan_shards never starts one there
 
     def differing(a: int) -> int:
-        start, end = shard_bytes(ends, len(text), ctx, a, a + 2, add_bos)
+        start, end = shard_bytes(ends, len(text), ctx, a, a + 2, add_bos=add_bos)
         shard = tmp_path / f"shard-{a}.txt"
         shard.write_bytes(text[start:end])
         got = _ids(llama_bin, vocab_file, shard, "--no-escape")[:2 * ctx]

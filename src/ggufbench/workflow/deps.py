@@ -1,0 +1,394 @@
+"""What each job depends on: its input files, its params, and every config value it reads, in one place.
+
+rules/*.smk take their input and params functions from here (rules/common.smk binds them to the config as thin
+get_* wrappers); the rule scripts take the config values their jobs read without measuring them through
+READS (workflow/job.py). A params value is what a job measures with: Snakemake reruns the job when it changes.
+So a value goes into params only if changing it changes the measurement; a disk guard, how stored samples are
+summarised, or where a cache lives is read from the config and declared here as not measured.
+
+READS is this project's KEY_PROPERTIES (llama.cpp's scripts/compare-llama-bench.py lists the properties that
+identify a result): per rule, each config key its jobs read and what a change to it does.
+
+Adding a job: its rule in rules/<stage>.smk, its input/params functions here (with a test in
+tests/unit/workflow/test_deps.py) and its config reads in READS.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+
+from ..core import paths
+from ..core.config import quantize_build
+from ..measure import runs
+from ..sources.registry import quant_kind
+
+# What a change to a config value read by a job does.
+MEASURED = "measured"    # in the job's params: a change reruns the job (and what depends on it)
+GUARD = "guard"          # checked before the job measures: a change measures nothing anew
+SUMMARY = "summary"      # how stored samples are summarised: a change re-summarises (the aggregate), re-measures none
+LOCATION = "location"    # where a cache or lock file lives: a change moves files, measures nothing anew
+EFFECTS = {MEASURED: "reruns the job", GUARD: "measures nothing anew (checked before measuring)",
+           SUMMARY: "re-summarises the stored samples, measures nothing anew",
+           LOCATION: "moves files, measures nothing anew"}
+
+# bench: keys that only post-process the samples, and the strategies (each job gets its own, bench_strategy_spec)
+BENCH_NOT_MEASURED = ("discard_first", "noise_threshold_pct", "strategies")
+_RUN = {"run": MEASURED, "gpu": MEASURED}
+
+READS: dict[str, dict[str, str]] = {
+    "build_llama_cpp": {"builds.{build}": MEASURED, "cache_dir": MEASURED},
+    "fetch_model_source": {"models.{model}.source": MEASURED, "cache_dir": MEASURED, "hub_lock": LOCATION},
+    "quantize_gguf": {"models.{model}.quants.{quant}": MEASURED},
+    "download_gguf": {"models.{model}.quants.{quant}": MEASURED, "hub_lock": LOCATION},
+    "local_gguf": {"models.{model}.quants.{quant}": MEASURED},
+    "make_corpus": {"corpora.{corpus}": MEASURED, "hub_lock": LOCATION},
+    "perplexity": {"perplexity.chunks": MEASURED, "perplexity.chunks_by_ctx": MEASURED, **_RUN},
+    "kld_base": {"kld.chunks": MEASURED, "kld.max_logits_gib": GUARD, **_RUN},
+    "kld": {**_RUN},
+    "kld_shard_plan": {"kld.chunks": MEASURED, "kld.sharded": MEASURED},
+    "kld_shard": {"kld.base_kv": MEASURED, "kld.kv": MEASURED, "kld.sharded.scratch_dir": MEASURED, **_RUN},
+    "kld_combine": {"kld.chunks": MEASURED},
+    "kld_base_combine": {"kld.chunks": MEASURED},
+    "llama_bench": {**{f"bench.{k}": MEASURED for k in ("prompt", "gen", "repetitions", "depth", "contexts", "kv",
+                                                        "batch", "ubatch", "threads", "extra_args")},
+                    "bench.strategies.{strategy}": MEASURED, "bench.discard_first": SUMMARY,
+                    "bench.noise_threshold_pct": SUMMARY, **_RUN},
+    "tune_offload": {"tuner": MEASURED, "bench.contexts": MEASURED, "run": MEASURED},
+    "server_check": {"server": MEASURED, "run": MEASURED, "models.{model}.baseline": MEASURED,
+                     "kld.base_kv": MEASURED, "perplexity.kv": MEASURED},
+    "aggregate": {"bench.discard_first": MEASURED, "bench.noise_threshold_pct": MEASURED},
+    "summary_report": {"report": MEASURED, "*": MEASURED},
+}
+
+
+# What a code change reruns (docs/reliability.md): the rules that turn records into tables, figures and the page
+# rerun when the code they run changes (their params hold a hash of it: seconds of work); a measurement never reruns
+# for a code change (hours of GPU on the study: profiles/default leaves Snakemake's `code` trigger out, which would
+# rerun every job whose script is newer than its output, as after a fresh clone). A change that alters what a
+# measurement means is rerun on purpose: snakemake --forcerun <rule>.
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@cache
+def _imports(module: str) -> frozenset[str]:
+    """The ggufbench modules one module imports (relative imports resolved; inside functions too)."""
+    path = _module_file(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found |= {n for n in names if n.startswith("ggufbench") and _module_file(n, must=False)}
+    return frozenset(found)
+
+
+def _module_file(module: str, must: bool = True) -> Path | None:
+    rel = Path(*module.split(".")[1:])
+    for p in (PACKAGE / rel / "__init__.py", (PACKAGE / rel).with_suffix(".py")):
+        if p.is_file():
+            return p
+    if must:
+        raise FileNotFoundError(f"no module {module} under {PACKAGE}")
+    return None
+
+
+@cache
+def code_version(*modules: str) -> str:
+    """A hash of the code the modules run: their files and every ggufbench module they import, transitively, and
+    the package's data files (the report's templates). A params value of the rules that only post-process."""
+    seen, todo = set(), list(modules)
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += _imports(m)
+    files = sorted({_module_file(m) for m in seen} | set((PACKAGE / "report" / "templates").iterdir()))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(PACKAGE).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# The rules that rerun when their code changes, and the module each one's script calls.
+POST_PROCESSING = {"aggregate": "ggufbench.report.tables", "server_table": "ggufbench.report.tables",
+                   "figures": "ggufbench.report.figures", "summary_report": "ggufbench.report.page"}
+
+
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake compares params by their repr, so a config whose keys
+    were merely reordered must not look changed (and rerun builds and measurements)."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def config_value(config: dict, key: str):
+    """config["a"]["b"] for "a.b" (None where a part is absent)."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def settings(config: dict, rule: str) -> dict:
+    """The config values a rule's jobs read without measuring them (READS: not MEASURED), for its Job."""
+    return {key: config_value(config, key) for key, effect in READS.get(rule, {}).items()
+            if effect != MEASURED and "{" not in key}
+
+
+def read_shard_plan(path) -> dict:
+    return json.loads(Path(path).read_text())["result"]
+
+
+class Deps:
+    """The input and params functions of every rule, for one config (rules/common.smk makes one)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.builds = list(config["builds"])
+        self.models = list(config["models"])
+        # perplexity: and kld: are optional (a speed-only study): without them their rules are never asked for
+        self.ppl = config.get("perplexity") or {}
+        self.kld = config.get("kld") or {}
+        self.kld_mode = runs.kld_mode(config)
+        self.kld_base_kv = runs.kld_base_kv(config)
+        self.kld_sharded = canonical(self.kld.get("sharded") or {})
+        self.bench = canonical(config["bench"])
+        self.tuner = canonical(config["tuner"])
+        self.gpu = canonical(config["gpu"])
+        self.server = canonical(config["server"])
+        self.run = canonical(config["run"])
+
+    # --- builds ---------------------------------------------------------------------------------------
+
+    def build(self, build: str) -> dict:
+        return self.config["builds"][build]
+
+    @staticmethod
+    def build_json(build: str) -> str:
+        return paths.path(paths.BUILD_RECORD, build=build)
+
+    def is_gpu_build(self, build: str) -> bool:
+        return bool(self.build(build).get("cuda", False))
+
+    def gpu_count(self, wildcards) -> int:
+        """GPU jobs ask for one GPU, so --resources gpu=1 serialises them and Slurm requests one."""
+        return 1 if self.is_gpu_build(wildcards.build) else 0
+
+    def run_settings(self, wildcards) -> dict:
+        """The `run:` section as this build's jobs use it: a CPU build ignores -ngl, so run.n_gpu_layers is not
+        theirs (None in their records) and changing it reruns only the CUDA builds' jobs."""
+        return self.run if self.is_gpu_build(wildcards.build) else {**self.run, "n_gpu_layers": None}
+
+    def bench_measured(self, wildcards) -> dict:
+        return {k: v for k, v in self.bench.items() if k not in BENCH_NOT_MEASURED}
+
+    @staticmethod
+    def code(rule: str) -> str:
+        """The post-processing rule's code version (a param: the tables, figures or page are made again when the
+        code that makes them changes; measurements are not: see code_version)."""
+        return code_version(POST_PROCESSING[rule])
+
+    def bench_summary(self) -> dict:
+        """How llama-bench's repetitions are summarised (the aggregate's params: a change re-aggregates)."""
+        return {k: self.bench[k] for k in ("discard_first", "noise_threshold_pct")}
+
+    def gpu_settings(self, wildcards) -> dict:
+        """The `gpu:` section for jobs of a CUDA build (the emulated free memory changes what they measure);
+        nothing for a CPU build, whose measurements it cannot change."""
+        return self.gpu if self.is_gpu_build(wildcards.build) else {}
+
+    def cache_dir(self):
+        return self.config.get("cache_dir")
+
+    def build_spec(self, wildcards) -> dict:
+        return canonical(self.build(wildcards.build))
+
+    # --- models ---------------------------------------------------------------------------------------
+
+    def quant_origin(self, model: str, quant: str) -> dict:
+        return self.config["models"][model]["quants"][quant]
+
+    def manifest(self, model: str, quant: str) -> str:
+        """Each origin kind has its own folder, so one rule makes each path (sources/registry.py)."""
+        kind = quant_kind(next(iter(self.quant_origin(model, quant))))
+        return paths.path(paths.MANIFEST, model=model, folder=kind.folder, quant=quant)
+
+    def quants(self, model: str) -> list[str]:
+        return list(self.config["models"][model]["quants"])
+
+    def baseline(self, model: str) -> str:
+        return self.config["models"][model]["baseline"]
+
+    @staticmethod
+    def source_gguf(model: str) -> str:
+        return paths.path(paths.MODEL_SOURCE, model=model)
+
+    def model_source_spec(self, wildcards) -> dict:
+        src = self.config["models"][wildcards.model]["source"]
+        if "synthetic" in src:  # a vocab given by name is looked up in the quantize build's llama.cpp source tree
+            build = self.config["builds"][quantize_build(self.config, wildcards.model)]
+            src = {"synthetic": {**src["synthetic"], "llama_source": build["source"]}}
+        return canonical(src)
+
+    def quant_origin_spec(self, wildcards) -> dict:
+        return canonical(self.quant_origin(wildcards.model, wildcards.quant))
+
+    def quantize_inputs(self, wildcards) -> dict:
+        """The model's source file and the quantize build's record (not its llama-quantize: see run_inputs).
+        rules/common.smk marks the record ancient(): a rebuilt llama.cpp does not re-make the quants (and so
+        re-measure every build); re-quantize on purpose with --forcerun quantize_gguf."""
+        return {"source": self.source_gguf(wildcards.model),
+                "build": self.build_json(quantize_build(self.config, wildcards.model))}
+
+    # --- data -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def corpus(corpus: str) -> str:
+        return paths.path(paths.CORPUS, corpus=corpus)
+
+    @staticmethod
+    def corpus_json(corpus: str) -> str:
+        return paths.path(paths.CORPUS_RECORD, corpus=corpus)
+
+    def corpus_spec(self, wildcards) -> dict:
+        return canonical(self.config["corpora"][wildcards.corpus])
+
+    # --- result files ---------------------------------------------------------------------------------
+
+    def perplexity_results(self) -> list[str]:
+        """Each PPL cell's record: its own perplexity job, or the KLD/baseline run that measured the same thing."""
+        return list(dict.fromkeys(run.path for _, run in runs.ppl_sources(self.config)))
+
+    def kld_results(self) -> list[str]:
+        return [run.path for run in runs.kld_runs(self.config) if run.kind == "kld"]
+
+    def kld_base_results(self) -> list[str]:
+        return [run.path for run in runs.kld_runs(self.config) if run.kind == "kld_base"]
+
+    def bench_strategies(self) -> dict:
+        """Offload strategies of the bench plan; without any, one that runs llama-bench as configured."""
+        return self.bench.get("strategies") or {"default": {}}
+
+    def bench_results(self) -> list[str]:
+        return [paths.path(paths.BENCH, build=b, model=m, quant=q, strategy=s)
+                for b in self.builds for m in self.models for q in self.quants(m) for s in self.bench_strategies()]
+
+    def tune_results(self) -> list[str]:
+        """One tuner job per build x model x quant x VRAM budget x served context (when `tuner:` is configured)."""
+        return [paths.path(paths.TUNE, build=b, model=m, quant=q, budget=budget, ctx=ctx)
+                for b in self.builds for m in self.models for q in self.quants(m)
+                for budget in self.tuner["vram_budgets_gib"] for ctx in runs.serve_contexts(self.config)]
+
+    def server_results(self) -> list[str]:
+        """One server check per build x model x VRAM budget x served context (server.check, with budgets)."""
+        if not self.server["check"]:
+            return []
+        from ..report.recommend import budgets_from_config
+
+        return [paths.path(paths.SERVER, build=b, model=m, budget=gib, ctx=ctx)
+                for b in self.builds for m in self.models for _, gib in budgets_from_config(self.config)
+                for ctx in runs.serve_contexts(self.config)]
+
+    # --- the measuring jobs' inputs -------------------------------------------------------------------
+
+    def run_inputs(self, wildcards, corpus: str | None, quant: str | None = None) -> dict:
+        """What every llama.cpp measurement job reads: its build's record, the model, the corpus. The tool itself
+        is not an input: a deleted binary would make Snakemake run the build job and then every job after it;
+        the job finds its tool through the record and puts it back from the build cache if it must
+        (build.ensure_tool)."""
+        quant = quant or wildcards.quant
+        inputs = {"build": self.build_json(wildcards.build), "manifest": self.manifest(wildcards.model, quant)}
+        if corpus:
+            inputs["corpus"] = self.corpus(corpus)
+            inputs["corpus_record"] = self.corpus_json(corpus)
+        return inputs
+
+    def perplexity_inputs(self, wildcards) -> dict:
+        return self.run_inputs(wildcards, self.ppl["corpus"])
+
+    def perplexity_chunks(self, wildcards):
+        return runs.ppl_chunks(self.config, int(wildcards.ctx))
+
+    def kld_base_inputs(self, wildcards) -> dict:
+        return self.run_inputs(wildcards, self.kld["corpus"], quant=self.baseline(wildcards.model))
+
+    def kld_inputs(self, wildcards) -> dict:
+        inputs = self.run_inputs(wildcards, self.kld["corpus"])
+        base = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx, kv=self.kld_base_kv)
+        inputs.update(logits=paths.path(paths.KLD_BASE_LOGITS, **base),
+                      base_record=paths.path(paths.KLD_BASE, **base))
+        return inputs
+
+    def kld_shard_plan_inputs(self, wildcards) -> dict:
+        return self.run_inputs(wildcards, self.kld["corpus"], quant=self.baseline(wildcards.model))
+
+    def kld_shard_runs(self, wildcards) -> list[list[str]]:
+        """The [quant, kv] KLD passes every shard of this build and model makes (the plan's KLD runs)."""
+        return [[r.quant, r.kv] for r in runs.kld_runs(self.config)
+                if r.kind == "kld" and (r.build, r.model) == (wildcards.build, wildcards.model)]
+
+    def kld_shard_quants(self, wildcards) -> list[str]:
+        return list(dict.fromkeys(q for q, _ in self.kld_shard_runs(wildcards)))
+
+    def kld_shard_inputs(self, wildcards) -> dict:
+        inputs = self.run_inputs(wildcards, self.kld["corpus"], quant=self.baseline(wildcards.model))
+        at = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx)
+        return {**inputs, "base_manifest": inputs.pop("manifest"), "plan": paths.path(paths.KLD_SHARD_PLAN, **at),
+                "tokens": paths.path(paths.KLD_SHARD_TOKENS, **at),
+                "manifests": [self.manifest(wildcards.model, q) for q in self.kld_shard_quants(wildcards)]}
+
+    @staticmethod
+    def kld_shard_disk_mb(wildcards, input) -> int:
+        """The shard's logits file, exactly as forecast in the plan, in MB."""
+        shard_bytes = read_shard_plan(input.plan)["shard_logits_bytes"][int(wildcards.shard)]
+        return max(1, -(-shard_bytes // 1_000_000))
+
+    @staticmethod
+    def kld_shard_records(wildcards, plan_path) -> list[str]:
+        """Every shard's record, once checkpoint kld_shard_plan (its output plan_path) said how many there are."""
+        n = read_shard_plan(plan_path)["n_shards"]
+        at = dict(build=wildcards.build, model=wildcards.model, ctx=wildcards.ctx)
+        return [paths.path(paths.KLD_SHARD, **at, shard=i) for i in range(n)]
+
+    def bench_strategy_spec(self, wildcards) -> dict:
+        return self.bench_strategies()[wildcards.strategy]
+
+    def bench_inputs(self, wildcards) -> dict:
+        return self.run_inputs(wildcards, None)
+
+    # --- server checks --------------------------------------------------------------------------------
+
+    def server_check_inputs(self, wildcards) -> dict:
+        """The server, and this build's and model's own records (not the tables: another build's results changing
+        must not start this build's server checks again)."""
+        mine = f"/{wildcards.build}/{wildcards.model}/"
+        records = {"perplexity": self.perplexity_results(), "kld": self.kld_results(),
+                   "bench": self.bench_results(), "tune": self.tune_results()}
+        return {"build": self.build_json(wildcards.build),
+                "manifests": [self.manifest(wildcards.model, q) for q in self.quants(wildcards.model)],
+                **{name: [p for p in found if mine in p] for name, found in records.items()}}
+
+    def model_quants(self, wildcards) -> list[str]:
+        """The model's quants, sorted: their order in the config is not part of what a server check measures."""
+        return sorted(self.quants(wildcards.model))
+
+    def recommend_config(self, wildcards) -> dict:
+        """What the recommendation reads from the config (the baseline, the KV types): only this, so an unrelated
+        config change does not start the server checks again."""
+        return canonical({"models": {wildcards.model: {"baseline": self.baseline(wildcards.model)}},
+                          "kld": {"base_kv": self.kld_base_kv},
+                          "perplexity": {"kv": self.ppl.get("kv", [])}})
