@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   -> installs into .venv, builds llama.cpp, runs the offline demo, writes reports/summary.html
 #   make test   -> installs missing system packages (tools/system-deps.sh, as root), then into .venv, and runs
-#                  ruff, snakemake --lint and pytest (unit, the demo end to end, Slurm, headless Chromium)
+#                  ruff, snakefmt --check, snakemake --lint and pytest (unit, the demo end to end, Slurm, headless Chromium)
 PYTHON ?= python3
 VENV   ?= .venv
 CORES  ?= $(shell nproc 2>/dev/null || echo 2)
@@ -27,6 +27,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile rules/
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 	$(BIN)/snakemake --lint --configfile config/config.yaml config/kld-sharded.yaml

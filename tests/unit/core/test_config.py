@@ -427,3 +427,23 @@ def test_chunks_by_ctx_keys_are_context_lengths(demo):
     demo["perplexity"]["chunks_by_ctx"] = {"long": 4}
     assert "does not match '^[0-9]+$'" in _schema_error(copy.deepcopy(demo))
     assert "perplexity.chunks_by_ctx: long is not one of perplexity.ctx ([512, 1024])" in _problems(demo)
+
+
+def test_the_docs_say_the_schemas_defaults():
+    """Where README.md or docs/ write `section.key: value` and call it the default, it is the schema's default
+    (README said the baseline logits were deleted after use while kld.keep_logits defaults to true)."""
+    import re
+
+    import yaml
+
+    from ggufbench.core.config import defaults
+    from tests.support import REPO
+
+    found = []
+    for doc in [REPO / "README.md", REPO / "config/README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for m in re.finditer(r"`([a-z_]+)\.([a-z_]+): ([^`]+)`[^.;]{0,40}", doc.read_text()):
+            if "default" in m.group(0):
+                section, key, value = m.groups()
+                found.append((doc.name, section, key))
+                assert defaults(section).get(key) == yaml.safe_load(value), (doc.name, m.group(0))
+    assert ("README.md", "kld", "keep_logits") in found
