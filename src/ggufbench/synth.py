@@ -1,6 +1,6 @@
-"""`python -m ggufbench.synth`: the synthetic MoE writer's command line (sources/synth.py)."""
+"""`python -m ggufbench.synth`: the synthetic MoE writer's command line (sources/synthetic_moe.py)."""
 
-from .sources.synth import main
+from .sources.synthetic_moe import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

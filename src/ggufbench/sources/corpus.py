@@ -111,16 +111,15 @@ def hub_dataset_text(repo: str, config: str, split: str, revision: str = "main",
     """
     import pyarrow.parquet as pq
 
-    from . import hub
-    from . import lock as lockfile
+    from . import hub, hub_lock
 
-    key = lockfile.dataset_key(repo, revision, config, split)
-    pin = lockfile.read(lock).get(key) if lock else None
+    key = hub_lock.dataset_key(repo, revision, config, split)
+    pin = hub_lock.read(lock).get(key) if lock else None
     res = hub.resolve(repo, revision, repo_type="dataset", pin=pin, cache_dir=cache_dir,
                       select=dataset_split_selector(repo, config, split))
     files = hub.fetch(res, cache_dir)
     if lock and not pin:
-        lockfile.put(lock, key, res.lock_entry())
+        hub_lock.put(lock, key, res.lock_entry())
     rows: list[str] = []
     for local in files:
         rows += pq.read_table(local, columns=["text"]).column("text").to_pylist()

@@ -456,11 +456,11 @@ def download_quant(repo: str, dest: Path, quant: str | None = None, filename: st
 
     With `lock` (a lock file path) the commit recorded there is used, and a new selection is added to it.
     """
-    from . import lock as lockfile
+    from . import hub_lock
 
     dest = Path(dest)
-    key = lockfile.quant_key(repo, revision, quant=quant, filename=filename, repo_type=repo_type)
-    pin = lockfile.read(lock).get(key) if lock else None
+    key = hub_lock.quant_key(repo, revision, quant=quant, filename=filename, repo_type=repo_type)
+    pin = hub_lock.read(lock).get(key) if lock else None
     res = resolve(repo, revision, quant=quant, filename=filename, repo_type=repo_type, pin=pin, cache_dir=cache_dir)
     say(f"{repo}@{revision} -> commit {res.commit}" + (" (from the lock file)" if pin else "") +
         f": {len(res.files)} file(s), {human_bytes(res.total_size)}")
@@ -471,7 +471,7 @@ def download_quant(repo: str, dest: Path, quant: str | None = None, filename: st
         symlink(path.absolute(), link)
         links.append(link)
     if lock and not pin:
-        lockfile.put(lock, key, res.lock_entry())
+        hub_lock.put(lock, key, res.lock_entry())
         say(f"recorded {key} -> {res.commit} in {lock}")
     origin = {"kind": "hub", "repo": repo, "revision": revision, "commit": res.commit,
               "files": [f.path for f in res.files], "hub_sha256": [f.sha256 for f in res.files],

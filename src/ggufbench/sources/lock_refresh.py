@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.errors import GgufbenchError
-from .lock import dataset_key, quant_key, read, write
+from .hub_lock import dataset_key, quant_key, read, write
 
 # --- refresh -----------------------------------------------------------------------------------------
 

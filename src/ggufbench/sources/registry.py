@@ -120,7 +120,7 @@ def _from_disk(spec: dict, dest: Path, cache: Path, log, lock) -> dict:
 
 @source_kind("synthetic")
 def _synthetic(spec: dict, dest: Path, cache: Path, log, lock) -> dict:
-    from .synth import make_model_source
+    from .synthetic_moe import make_model_source
 
     return make_model_source(spec, dest, cache, log=log)
 

@@ -23,7 +23,7 @@ import ggufbench
 from ggufbench.core.errors import ToolFailed
 from ggufbench.llamacpp.gguf import BadGguf, check_gguf, gguf_metadata, kv_shape, read_kv
 from ggufbench.report.recommend import kv_cache_bytes
-from ggufbench.sources import synth
+from ggufbench.sources import synthetic_moe as synth
 from tests.support.hubserver import tiny_gguf
 
 TOKENS = ["<s>", "</s>", "Hello", " world", "Ünï", "你好"]

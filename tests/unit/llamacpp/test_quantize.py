@@ -1,7 +1,7 @@
 """llamacpp.quantize: llama-quantize into a temporary name, renamed onto dest only when it wrote a GGUF.
 
 The failure cases use stand-in tools (a program that writes nothing, one that writes junk); the success
-case runs the real llama-quantize (llama_bin) on the synthetic tiny MoE (sources/synth.py, ~25 MB F16,
+case runs the real llama-quantize (llama_bin) on the synthetic tiny MoE (sources/synthetic_moe.py, ~25 MB F16,
 mostly its vocabulary's embeddings)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from ggufbench.core.errors import ConfigError, ToolFailed
 from ggufbench.llamacpp.gguf import gguf_metadata
 from ggufbench.llamacpp.quantize import quantize
-from ggufbench.sources import synth
+from ggufbench.sources import synthetic_moe as synth
 from tests.support.hubserver import tiny_gguf
 
 

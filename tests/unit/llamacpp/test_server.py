@@ -1,7 +1,7 @@
 """llamacpp.server.check: start the command on a free loopback port, poll /health through its 503s, one
 /completion, stop it; an exit while loading is read from its output (real llama-server lines in
 tests/data/cuda-h200-oom). The server is a stand-in program speaking llama-server's HTTP API (http.server) and
-printing what llama-server prints, or the real llama-server (llama_bin) on a synthetic model (sources/synth.py).
+printing what llama-server prints, or the real llama-server (llama_bin) on a synthetic model (sources/synthetic_moe.py).
 
 Issue 25: the answers must be the started process's own. Another process listening on the port the check picked
 (a stand-in or a real llama-server, the same model) is not proof: the port's listener must be the child's
@@ -22,7 +22,7 @@ from ggufbench.core.errors import DoesNotFit, ToolFailed
 from ggufbench.llamacpp import server
 from ggufbench.llamacpp.run import started
 from ggufbench.llamacpp.server import PORT_TRIES, check
-from ggufbench.sources import synth
+from ggufbench.sources import synthetic_moe as synth
 from tests.support import DATA
 
 OOM = DATA / "cuda-h200-oom"

@@ -147,7 +147,7 @@ def test_every_tuner_call_records_the_load_it_ran_under(tmp_path, monkeypatch):
 def tiny_model(llama_src, tmp_path_factory):
     """ggufbench.synth's tiny MoE (4 layers, n_embd 64, F16, ~26 MB) and its manifest: a llama-bench call of
     pp32 and tg4 takes a few seconds on 2 shared cores, longer beside a hog."""
-    from ggufbench.sources import synth
+    from ggufbench.sources import synthetic_moe as synth
     from ggufbench.sources.manifest import write_manifest
 
     folder = tmp_path_factory.mktemp("tiny")

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from ggufbench.sources.lock import write
+from ggufbench.sources.hub_lock import write
 from ggufbench.sources.lock_refresh import main, selections
 from tests.support.hubserver import FakeHub, hf_env, tiny_gguf
 

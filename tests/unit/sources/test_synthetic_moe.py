@@ -24,7 +24,7 @@ from ggufbench.core.errors import ConfigError
 from ggufbench.llamacpp.bench_output import parse_bench_jsonl
 from ggufbench.llamacpp.gguf import read_kv
 from ggufbench.llamacpp.perplexity_output import parse_perplexity
-from ggufbench.sources import synth
+from ggufbench.sources import synthetic_moe as synth
 from tests.conftest import demo_build
 
 VOCAB = {"qwen3moe": "ggml-vocab-qwen2.gguf", "qwen35moe": "ggml-vocab-qwen35.gguf"}
