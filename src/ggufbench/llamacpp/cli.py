@@ -35,18 +35,18 @@ def setting_args(setting: dict, gpu_build: bool, default_ngl: int) -> list[str]:
     return args
 
 
-def depths(plan: dict, context: int | None) -> list[int]:
+def depths(bench: dict, context: int | None) -> list[int]:
     """-d of a call: at a served context C, the KV cache filled to C − the largest prompt, so that the prompt
     test's context is exactly C (llama-bench sizes it n_prompt + n_gen + n_depth) and generation runs near the
-    end of a full context; without one, the plan's own depths."""
+    end of a full context; without one, the bench's own depths."""
     if context is None:
-        return list(plan.get("depth") or [0])
-    top = max(max(plan.get("prompt") or [0]), max(plan.get("gen") or [0]))
+        return list(bench.get("depth") or [0])
+    top = max(max(bench.get("prompt") or [0]), max(bench.get("gen") or [0]))
     return [context - top]
 
 
-def bench_cmd(tool, model, *, plan: dict, inv: dict, threads: list[int], build: dict, run: dict) -> list:
-    """The llama-bench call for one invocation (bench jobs) or one probe (the tuner): plan is the bench section
+def bench_cmd(tool, model, *, bench: dict, inv: dict, threads: list[int], build: dict, run: dict) -> list:
+    """The llama-bench call for one invocation (bench jobs) or one probe (the tuner): bench is the bench section
     (prompt, gen, repetitions, depth, extra_args), inv the call's setting."""
     if "fit_target" in inv:
         require_fit(build, f"bench strategy {inv.get('strategy', '--fit')!r}")
@@ -55,17 +55,17 @@ def bench_cmd(tool, model, *, plan: dict, inv: dict, threads: list[int], build: 
     require_cache_types(build, [inv.get("kv", "f16")], "bench.kv")
     k, v = kv_pair(inv.get("kv", "f16"))
     cmd = [tool, "-m", model, "-o", "jsonl",
-           "-p", ",".join(str(p) for p in plan["prompt"]),
-           "-n", ",".join(str(n) for n in plan["gen"]),
-           "-d", ",".join(str(d) for d in depths(plan, inv.get("context"))),
-           "-r", plan["repetitions"], "-t", ",".join(str(t) for t in threads),
+           "-p", ",".join(str(p) for p in bench["prompt"]),
+           "-n", ",".join(str(n) for n in bench["gen"]),
+           "-d", ",".join(str(d) for d in depths(bench, inv.get("context"))),
+           "-r", bench["repetitions"], "-t", ",".join(str(t) for t in threads),
            *flash_attn_args(build, run["flash_attn"], "llama-bench"), "-ctk", k, "-ctv", v]
     if inv.get("batch") is not None:
         cmd += ["-b", inv["batch"]]
     if inv.get("ubatch") is not None:
         cmd += ["-ub", inv["ubatch"]]
     cmd += setting_args(inv, build.get("backend") == "CUDA", run["n_gpu_layers"])
-    cmd += [str(a) for a in plan["extra_args"]]
+    cmd += [str(a) for a in bench["extra_args"]]
     return cmd
 
 

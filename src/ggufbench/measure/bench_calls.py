@@ -22,30 +22,30 @@ def strategy_settings(name: str, spec: dict) -> list[dict]:
     return [{**base, "n_cpu_moe": int(n)} for n in as_list(spec["n_cpu_moe"])]
 
 
-def invocations(plan: dict, strategy: str, spec: dict) -> list[dict]:
+def invocations(bench: dict, strategy: str, spec: dict) -> list[dict]:
     """Every llama-bench call of one strategy: its settings x KV types x -b x -ub x contexts. Threads, prompt,
     gen and depth are swept inside each call (they do not change the memory a setting takes; the context does,
     so each context is a call of its own, with its own VRAM peak and its own "does not fit")."""
     out = []
     for setting in strategy_settings(strategy, spec):
-        for kv in as_list(plan.get("kv") or ["f16"]):
-            for b in as_list(plan.get("batch") or [None]):
-                for ub in as_list(plan.get("ubatch") or [None]):
-                    for ctx in plan.get("contexts") or [None]:
+        for kv in as_list(bench.get("kv") or ["f16"]):
+            for b in as_list(bench.get("batch") or [None]):
+                for ub in as_list(bench.get("ubatch") or [None]):
+                    for ctx in bench.get("contexts") or [None]:
                         out.append({**setting, "kv": kv, "batch": b, "ubatch": ub, "context": ctx})
     return out
 
 
-def planned_rows(plan: dict, inv: dict, threads: list[int], gpu_build: bool, run: dict) -> list[dict]:
+def planned_rows(bench: dict, inv: dict, threads: list[int], gpu_build: bool, run: dict) -> list[dict]:
     """The rows a call would have written, with the llama-bench fields that name its setting (as llama-bench
     reports them: -ngl -1 under fit, "none" without -ot): what a "does not fit" call stands for."""
     rows = []
-    for d in depths(plan, inv.get("context")):
+    for d in depths(bench, inv.get("context")):
         for t in threads:
-            for p in plan["prompt"]:
+            for p in bench["prompt"]:
                 if p:
                     rows.append({"n_prompt": p, "n_gen": 0, "n_depth": d, "n_threads": t})
-            for n in plan["gen"]:
+            for n in bench["gen"]:
                 if n:
                     rows.append({"n_prompt": 0, "n_gen": n, "n_depth": d, "n_threads": t})
     k, v = kv_pair(inv.get("kv", "f16"))

@@ -107,13 +107,13 @@ def bench_job(job: Job, *, manifest, bench: dict, strategy: str, spec: dict) -> 
     each call. A setting that does not fit in device memory is a result: its rows say "does not fit", with why and
     the memory free then, and the other settings go on. bench: the measured bench settings (params); how the
     repetitions are summarised comes from the config (bench.discard_first, noise_threshold_pct: not measured)."""
-    plan = {**bench, **{k: job.setting(f"bench.{k}") for k in ("discard_first", "noise_threshold_pct")}}
-    thread_list = plan.get("threads") or [job.threads]
+    bench = {**bench, **{k: job.setting(f"bench.{k}") for k in ("discard_first", "noise_threshold_pct")}}
+    thread_list = bench.get("threads") or [job.threads]
     model = model_path(manifest)
     rows, calls, outputs = [], [], []
     with emulated_gpu(job.gpu.get("emulate_free_gib"), job.gpu_build) as emulation:
-        for inv in invocations(plan, strategy, spec):
-            c = measured_call(job, bench_cmd(job.tool, model, plan=plan, inv=inv, threads=thread_list,
+        for inv in invocations(bench, strategy, spec):
+            c = measured_call(job, bench_cmd(job.tool, model, bench=bench, inv=inv, threads=thread_list,
                                              build=job.build, run=job.run))
             outputs.append(c.output)
             setting = {k: inv[k] for k in inv if k != "strategy"}
@@ -123,14 +123,14 @@ def bench_job(job: Job, *, manifest, bench: dict, strategy: str, spec: dict) -> 
             common = {"strategy": strategy, "setting": setting, "vram": mem, **ld}
             if c.run is None:
                 rows += [{**t, "status": "does not fit", "reason": c.why, **common}
-                         for t in planned_rows(plan, inv, thread_list, job.gpu_build, job.run)]
+                         for t in planned_rows(bench, inv, thread_list, job.gpu_build, job.run)]
             else:
-                rows += [{**summarize(row, plan["discard_first"], plan["noise_threshold_pct"]), "status": "measured",
+                rows += [{**summarize(row, bench["discard_first"], bench["noise_threshold_pct"]), "status": "measured",
                           **common} for row in parse_bench_jsonl(c.run.stdout)]
     prov = provenance(job.build_json, manifest, None, "\n".join(outputs), emulation)
     if not prov["gpu_name"]:
         prov["gpu_name"] = next((x["gpu_info"] for x in rows if x.get("gpu_info")), None)
-    rec = record("bench", prov, {**{k: v for k, v in plan.items() if k != "strategies"}, "strategy": strategy,
+    rec = record("bench", prov, {**{k: v for k, v in bench.items() if k != "strategies"}, "strategy": strategy,
                                  "strategy_spec": spec, "threads": thread_list, **job.run},
                  {"rows": rows, "calls": calls}, tool_info(calls[0]["cmd"], sum(c["wall_seconds"] for c in calls)))
     write_json(job.out["record"], rec)
@@ -171,13 +171,13 @@ def tune_job(job: Job, *, manifest, budget_gib: float, context: int, tuner: dict
     # A prompt is processed too: its compute buffers (for a 152K vocabulary the logits of one ubatch alone are
     # ~300 MiB) are part of what a server needs, and a generation-only probe would miss them (measured: tg-only
     # probes read 296 MiB under the pp512+tg64 calls at the same N on the H200).
-    probe_plan = {"prompt": [int(tuner["prompt"])], "gen": [int(tuner["gen"])], "repetitions": tuner["repetitions"],
+    probe_bench = {"prompt": [int(tuner["prompt"])], "gen": [int(tuner["gen"])], "repetitions": tuner["repetitions"],
                   "contexts": [context] if contexts else [], "depth": [0], "extra_args": []}
     calls: list[dict] = []  # each llama-bench call's load (tuner.Probe has no place for it)
 
     def call(setting: dict, thread_list: list[int]) -> BenchCall:
         inv = {**setting, "context": context if contexts else None}
-        c = measured_call(job, bench_cmd(job.tool, model, plan=probe_plan, inv=inv, threads=thread_list,
+        c = measured_call(job, bench_cmd(job.tool, model, bench=probe_bench, inv=inv, threads=thread_list,
                                          build=job.build, run=job.run))
         calls.append({"setting": setting, "threads": thread_list, "status": c.status, "load": c.load,
                       "loaded": c.loaded, "load_reason": c.load_reason})

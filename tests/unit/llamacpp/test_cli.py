@@ -20,15 +20,15 @@ def test_setting_args():
 
 
 def test_depth_fills_the_served_context():
-    plan = {"prompt": [512], "gen": [32], "depth": [0, 4096]}
-    assert depths(plan, None) == [0, 4096]
-    assert depths(plan, 8192) == [7680]  # llama-bench sizes the context n_prompt + n_gen + n_depth
+    bench = {"prompt": [512], "gen": [32], "depth": [0, 4096]}
+    assert depths(bench, None) == [0, 4096]
+    assert depths(bench, 8192) == [7680]  # llama-bench sizes the context n_prompt + n_gen + n_depth
 
 
 def test_bench_cmd_of_an_offload_call():
-    plan = {**defaults("bench"), "prompt": [512], "gen": [128], "repetitions": 2, "extra_args": ["--no-warmup"]}
+    bench = {**defaults("bench"), "prompt": [512], "gen": [128], "repetitions": 2, "extra_args": ["--no-warmup"]}
     inv = {"n_cpu_moe": 16, "kv": "q8_0-f16", "batch": 2048, "ubatch": 512, "context": None}
-    cmd = [str(a) for a in bench_cmd("llama-bench", Path("m.gguf"), plan=plan, inv=inv, threads=[8, 16], build=CUDA,
+    cmd = [str(a) for a in bench_cmd("llama-bench", Path("m.gguf"), bench=bench, inv=inv, threads=[8, 16], build=CUDA,
                                      run=RUN)]
     assert cmd == ["llama-bench", "-m", "m.gguf", "-o", "jsonl", "-p", "512", "-n", "128", "-d", "0", "-r", "2",
                    "-t", "8,16", "-fa", "on", "-ctk", "q8_0", "-ctv", "f16", "-b", "2048", "-ub", "512",
