@@ -1,8 +1,9 @@
 """Figures from the Parquet tables, one question each, stated in the title. A figure whose data is missing or
 too thin to answer its question says so on the figure instead of failing the report.
 
-The data-shaping helpers here (pareto_front, offload_strategy, scoreboard_kld) are shared with report.py, so
-the page's tables and its figures select the same rows.
+Which rows a figure draws (the scoreboard's KLD rows, the measured llama-bench rows, offload strategies, the Pareto
+front) is report.rows', shared with the page and the recommendations, so the page's tables and its figures select the
+same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from ..core.io import atomic_path
 from ..core.units import GIB
+from .rows import measured_rows, pareto_front, present, scoreboard_kld, with_strategy
 
 matplotlib.use("Agg")
 
@@ -37,69 +39,6 @@ FIGURES = {
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def pareto_front(size, value) -> np.ndarray:
-    """Boolean mask of the points no other point beats on both axes (smaller size and lower value): walking
-    from the smallest file up, a point is on the frontier if its value is below every smaller file's."""
-    size = np.asarray(size, dtype=float)
-    value = np.asarray(value, dtype=float)
-    order = np.lexsort((value, size))
-    mask = np.zeros(len(size), dtype=bool)
-    best = np.inf
-    for i in order:
-        if value[i] < best:
-            mask[i] = True
-            best = value[i]
-    return mask
-
-
-def offload_strategy(row) -> tuple[str, str]:
-    """(strategy, label with its N) of one llama-bench row, from the fields llama-bench reports itself:
-    n_gpu_layers (-ngl), n_cpu_moe (-ncmoe), tensor_buft_overrides (-ot), fit_target (-fitt)."""
-    backends = str(row.get("backends") or "")
-    if backends and all(b.strip() in ("CPU", "BLAS") for b in backends.split(",")):
-        return "CPU only", "CPU only"
-
-    def num(key):
-        v = row.get(key)
-        try:
-            return None if v is None or pd.isna(v) else int(v)
-        except (TypeError, ValueError):
-            return None
-
-    parts, kind = [], "ngl"
-    ngl = num("n_gpu_layers")
-    if ngl is not None:
-        parts.append(f"-ngl {ngl}")
-    ncmoe = num("n_cpu_moe")
-    if ncmoe:
-        kind = "n-cpu-moe"
-        parts.append(f"-ncmoe {ncmoe}")
-    ot = row.get("tensor_buft_overrides")
-    if isinstance(ot, str) and ot not in ("", "none"):
-        kind = "tensor overrides"
-        parts.append(f"-ot {ot}")
-    fit = num("fit_target")
-    if fit:
-        kind = "fit"
-        parts.append(f"-fitt {fit}")
-    return kind, " ".join(parts) or "default"
-
-
-def with_strategy(bench: pd.DataFrame) -> pd.DataFrame:
-    if bench.empty:
-        return bench.assign(strategy=[], strategy_label=[])
-    s = [offload_strategy(r) for r in bench.to_dict("records")]
-    return bench.assign(strategy=[a for a, _ in s], strategy_label=[b for _, b in s])
-
-
-def scoreboard_kld(kld: pd.DataFrame) -> pd.DataFrame:
-    """The KLD rows the scoreboard uses: each quant with the baseline's KV type (the weights' cost alone)."""
-    if kld.empty:
-        return kld
-    base_kv = kld["baseline_kv"] if "baseline_kv" in kld else "f16"
-    return kld[kld["kv"] == base_kv]
-
-
 def _save(fig, path: str | Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:  # matplotlib picks the format by the extension
         fig.savefig(tmp, dpi=DPI)
@@ -114,6 +53,30 @@ def _no_data(title: str, why: str, path) -> None:
     _save(fig, path)
 
 
+NO_PPL = "No perplexity results in this run: perplexity: (or kld:) in the config measures them."
+NO_BENCH = "No llama-bench results in this run: bench: in the config measures speed and VRAM."
+
+
+def _no_kld_why(kld: pd.DataFrame) -> str:
+    """Why the KLD scoreboard rows are empty: no KLD at all, or KLD of the baseline's own KV types only."""
+    if present(kld, "kv"):
+        return ("KLD was measured only for the baseline quant with other KV types (the KV-cache matrix shows it):\n"
+                "no other quant was measured against the baseline; add quants under models.<model>.quants.")
+    return ("No KLD results in this run: kld: in the config measures each quant against the baseline's logits,\n"
+            "and a model needs a quant besides its baseline.")
+
+
+def _measured_bench(bench: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The llama-bench rows with a speed, and why there are none: nothing run, or nothing that fit."""
+    if not present(bench, "build", "model", "quant", "test", "median_ts"):
+        return bench.iloc[0:0], NO_BENCH
+    m = measured_rows(bench)
+    if m.empty:
+        return m, (f"No llama-bench setting fit in device memory ({len(bench)} tests did not fit): no speed to plot.\n"
+                   "The report's speed table lists them; offload part of the model (bench.strategies).")
+    return m, None
+
+
 def _series_label(build, model, n_groups) -> str:
     return f"{model} [{build}]" if n_groups > 1 else f"{model}"
 
@@ -124,8 +87,7 @@ def kld_vs_size(kld: pd.DataFrame, path) -> None:
     title = FIGURES["kld_vs_size"]
     k = scoreboard_kld(kld)
     if k.empty:
-        return _no_data(title, "No KLD results in this run (kld: not configured or no quant besides the baseline).",
-                        path)
+        return _no_data(title, _no_kld_why(kld), path)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
     groups = list(k.groupby(["build", "model"]))
     for ax, (col, unc, what) in zip(axes, [("kld_mean", "kld_mean_uncertainty", "mean KLD"),
@@ -158,8 +120,8 @@ def kld_vs_size(kld: pd.DataFrame, path) -> None:
 
 def ppl_vs_size(ppl: pd.DataFrame, path) -> None:
     title = FIGURES["ppl_vs_size"]
-    if ppl.empty:
-        return _no_data(title, "No perplexity results in this run.", path)
+    if not present(ppl, "build", "model", "ctx", "kv", "ppl"):
+        return _no_data(title, NO_PPL, path)
     groups = list(ppl.groupby(["build", "model", "ctx"]))
     ncol = min(len(groups), 2)
     nrow = -(-len(groups) // ncol)
@@ -180,14 +142,22 @@ def ppl_vs_size(ppl: pd.DataFrame, path) -> None:
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(groups):]:
         ax.set_axis_off()
-    fig.suptitle(title, fontsize=TITLE_SIZE)
+    one = "\none quant measured: nothing to compare its size with" if ppl["quant"].nunique() == 1 else ""
+    fig.suptitle(title + one, fontsize=TITLE_SIZE)
     _save(fig, path)
 
 
 def kv_heatmap(ppl: pd.DataFrame, path) -> None:
     title = FIGURES["kv_heatmap"]
-    if ppl.empty or "dppl_vs_f16_kv" not in ppl or ppl["dppl_vs_f16_kv"].isna().all():
-        return _no_data(title, "No perplexity results with an f16-KV reference in this run.", path)
+    if not present(ppl, "build", "model", "ctx", "kv", "ppl"):
+        return _no_data(title, NO_PPL, path)
+    kv_types = list(dict.fromkeys(ppl["kv"]))
+    if len(kv_types) == 1:
+        return _no_data(title, f"Only KV {kv_types[0]} measured: nothing to compare it with.\nList two under "
+                        "perplexity.kv (e.g. [f16, q8_0]) to see what a quantized KV cache costs.", path)
+    if "dppl_vs_f16_kv" not in ppl or ppl["dppl_vs_f16_kv"].isna().all():
+        return _no_data(title, "No f16-KV cells in this run: ΔPPL is against f16 KV at the same context;\nadd f16 "
+                        "to perplexity.kv.", path)
     groups = list(ppl.groupby(["build", "model"]))
     quants = list(ppl.sort_values("file_size_bytes", ascending=False)["quant"].drop_duplicates())
     kvs = list(dict.fromkeys(ppl["kv"]))
@@ -221,8 +191,9 @@ def kv_heatmap(ppl: pd.DataFrame, path) -> None:
 
 def speed(bench: pd.DataFrame, path) -> None:
     title = FIGURES["speed"]
-    if bench.empty:
-        return _no_data(title, "No llama-bench results in this run.", path)
+    bench, why = _measured_bench(bench)
+    if why:
+        return _no_data(title, why, path)
     tests = list(dict.fromkeys(bench["test"]))
     fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 4.5), squeeze=False, layout="constrained")
     groups = list(bench.groupby(["build", "model", "n_threads"]))
@@ -247,8 +218,9 @@ def speed(bench: pd.DataFrame, path) -> None:
 
 def speed_vs_vram(bench: pd.DataFrame, path) -> None:
     title = FIGURES["speed_vs_vram"]
-    if bench.empty:
-        return _no_data(title, "No llama-bench results in this run.", path)
+    bench, why = _measured_bench(bench)
+    if why:
+        return _no_data(title, why, path)
     b = with_strategy(bench)
     measured = b["vram_available"].fillna(False).astype(bool) & b["vram_peak_delta_mib"].notna()
     if measured.any():
@@ -291,8 +263,9 @@ def speed_vs_vram(bench: pd.DataFrame, path) -> None:
 
 def threads(bench: pd.DataFrame, path) -> None:
     title = FIGURES["threads"]
-    if bench.empty or "n_threads" not in bench:
-        return _no_data(title, "No llama-bench results in this run.", path)
+    bench, why = _measured_bench(bench)
+    if why or "n_threads" not in bench:
+        return _no_data(title, why or NO_BENCH, path)
     counts = sorted(bench["n_threads"].dropna().unique())
     tests = list(dict.fromkeys(bench["test"]))
     fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 4.4), squeeze=False, layout="constrained")
@@ -326,7 +299,7 @@ def kld_percentiles(kld: pd.DataFrame, path) -> None:
     title = FIGURES["kld_percentiles"]
     k = scoreboard_kld(kld)
     if k.empty:
-        return _no_data(title, "No KLD results in this run.", path)
+        return _no_data(title, _no_kld_why(kld), path)
     groups = list(k.groupby(["build", "model"]))
     fig, axes = plt.subplots(1, len(groups), figsize=(max(7, 1.2 * k["quant"].nunique() + 3) * len(groups), 4.8),
                              squeeze=False, layout="constrained")
@@ -365,8 +338,5 @@ def make_figures(tables: dict, out: dict) -> None:
     for key, path in out.items():
         table, make = MAKERS[key]
         if table not in cache:
-            df = pd.read_parquet(tables[table])
-            if "status" in df:  # "does not fit" rows have no speed to plot (the report's tables show them)
-                df = df[df["status"].fillna("measured") == "measured"]
-            cache[table] = df
+            cache[table] = pd.read_parquet(tables[table])
         make(cache[table], path)

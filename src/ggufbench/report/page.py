@@ -15,7 +15,8 @@ from ..core.io import write_text
 from ..core.units import GIB
 from ..measure.runs import serve_contexts
 from . import recommend as rec
-from .figures import FIGURES, scoreboard_kld, with_strategy
+from .figures import FIGURES
+from .rows import measured_rows, present, scoreboard_kld, with_strategy
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("ggufbench.report", "templates"), autoescape=True,
                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
@@ -59,88 +60,128 @@ def _gib(nbytes) -> str:
     return "—" if rec.isna(nbytes) else f"{nbytes / GIB:.3f}"
 
 
+def _results(tables: dict[str, pd.DataFrame]) -> list[pd.DataFrame]:
+    """The result tables that hold rows (a table of nothing measured has no columns either)."""
+    return [t for t in (tables["perplexity"], tables["kld"], tables["bench"]) if present(t, "build", "model")]
+
+
 def _first_build(tables: dict[str, pd.DataFrame], model: str | None = None) -> str | None:
     builds = tables["builds"]
-    order = list(builds["build"]) if not builds.empty else []
-    seen = [t for t in (tables["perplexity"], tables["kld"], tables["bench"]) if not t.empty]
-    present = {b for t in seen for b in (t[t["model"] == model] if model else t)["build"]}
+    order = list(builds["build"]) if present(builds, "build") else []
+    measured = {b for t in _results(tables) for b in (t[t["model"] == model] if model else t)["build"]}
     for b in order:
-        if b in present:
+        if b in measured:
             return b
-    return sorted(present)[0] if present else None
+    return sorted(measured)[0] if measured else None
 
 
 def _models(tables: dict[str, pd.DataFrame]) -> list[str]:
-    frames = [t for t in (tables["perplexity"], tables["kld"], tables["bench"]) if not t.empty]
-    return list(dict.fromkeys(m for t in frames for m in t["model"]))
+    return list(dict.fromkeys(m for t in _results(tables) for m in t["model"]))
+
+
+def _of(df: pd.DataFrame, build: str, model: str) -> pd.DataFrame:
+    """One build's and model's rows of a table (none of a table without rows)."""
+    if not present(df, "build", "model"):
+        return df.iloc[0:0]
+    return df[(df["build"] == build) & (df["model"] == model)]
+
+
+def _no_kld_why(config: dict, kld: pd.DataFrame, model: str) -> str:
+    """Why a model has no KLD against its baseline, in the config's words."""
+    if not config.get("kld"):
+        return "the KLD, Δp and same-top-p columns need kld: in the config"
+    base = rec.baseline(config, model) or "the baseline"
+    own = kld[kld["model"] == model] if present(kld, "model") else kld.iloc[0:0]
+    one_quant = len((config.get("models", {}).get(model) or {}).get("quants") or {}) <= 1
+    add = f"; add quants under models.{model}.quants to see what each costs" if one_quant else ""
+    if not own.empty:
+        return (f"KLD was measured only for {base} with other KV types (the KV-cache matrix shows them); no other "
+                f"quant was measured against {base}{add}")
+    if one_quant:
+        return f"kld: measures each quant against the baseline ({base}), and {base} is the only one{add}"
+    return (f"the tables hold no KLD rows of its quants besides {base} (its kld jobs make them: run the workflow to "
+            "its end)")
 
 
 # ---------------------------------------------------------------------------------------------- scoreboard
 
+KLD_COLUMNS = {"KLD": ("kld_mean", "{:.6f}", ""), "KLD 99.9%": ("kld_p99_9", "{:.4f}", ""),
+               "mean Δp": ("dp_mean_pct", "{:.3f}", " %"), "RMS Δp": ("rms_dp_pct", "{:.3f}", " %"),
+               "same top p": ("same_top_p_pct", "{:.3f}", " %")}
+
+
+def _scoreboard_row(quant: str, r, kr, *, baseline: str | None, base_ppl: float, with_kld: bool) -> dict:
+    """One quant's scoreboard row: r its PPL cell, kr its KLD row (None: not measured against the baseline)."""
+    is_base = quant == baseline
+    if kr is not None:  # KLD mode's own ΔPPL: its ± accounts for both passes scoring the same tokens
+        dppl = _pm(kr["ppl_diff"], kr["ppl_diff_uncertainty"])
+    elif is_base:
+        dppl = "0 (baseline)"
+    else:
+        dppl = "—" if rec.isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
+    row = {"quant": quant + (" (baseline)" if is_base else ""), "size GiB": _gib(r["file_size_bytes"]),
+           "PPL": _pm(r["ppl"], r["ppl_uncertainty"]), "ΔPPL": dppl}
+    if with_kld:  # without KLD rows of this model the KLD columns would hold nothing
+        for name, (col, fmt, unit) in KLD_COLUMNS.items():
+            row[name] = ("(baseline)" if is_base and kr is None else "—" if kr is None
+                         else _pm(kr[col], kr.get(f"{col}_uncertainty"), fmt) + unit)
+    return row
+
+
+def _scoreboard_block(build: str, model: str, g: pd.DataFrame, *, ks: pd.DataFrame, kld: pd.DataFrame,
+                      config: dict) -> dict:
+    """One build's and model's scoreboard: its PPL cells at the KLD runs' context (else the shortest) and the
+    baseline's KV type (else the first measured), its KLD rows, and what it lacks."""
+    kctx = _of(ks, build, model)
+    ctxs = sorted(g["ctx"].unique())
+    ctx0 = int(kctx["ctx"].iloc[0]) if not kctx.empty and kctx["ctx"].iloc[0] in ctxs else int(ctxs[0])
+    kvs = list(dict.fromkeys(g[g["ctx"] == ctx0]["kv"]))
+    kv0 = rec.base_kv(config, kld)
+    kv0 = kv0 if kv0 in kvs else kvs[0]  # a PPL matrix without the baseline's KV type: its first
+    p = g[(g["kv"] == kv0) & (g["ctx"] == ctx0)].drop_duplicates("quant").set_index("quant")
+    baseline = rec.baseline(config, model)
+    base_ppl = p["ppl"].get(baseline) if baseline in p.index else float("nan")
+    k = kctx.drop_duplicates("quant").set_index("quant") if not kctx.empty else pd.DataFrame()
+    rows = [_scoreboard_row(quant, r, k.loc[quant] if quant in k.index else None, baseline=baseline,
+                            base_ppl=base_ppl, with_kld=not kctx.empty)
+            for quant, r in p.sort_values("file_size_bytes", ascending=False).iterrows()]
+    missing = []
+    if kctx.empty:
+        missing.append(("KLD results for " + str(model), _no_kld_why(config, kld, model)))
+    if p.index.nunique() == 1 and not (kctx.empty and config.get("kld")):  # else the KLD line says so
+        missing.append((f"other quant of {model}", "one quant measured, nothing to compare it with; add quants "
+                        f"under models.{model}.quants (ΔPPL and KLD are against the baseline, "
+                        f"{baseline or 'models.' + str(model) + '.baseline'})"))
+    return {"build": build, "model": model, "ctx": ctx0, "kv": kv0, "missing": missing, "table": _table(
+        pd.DataFrame(rows), f"scoreboard-{build}-{model}", {"size GiB", "PPL", "ΔPPL", *KLD_COLUMNS})}
+
+
+def _kld_note(kld: pd.DataFrame) -> dict:
+    """What the KLD columns were measured against, and on how much of the corpus."""
+    base = ", ".join(sorted({str(c) for c in kld["baseline_quant"]}))
+    sharded = kld[kld["kld_mode"] == "sharded"] if "kld_mode" in kld else kld.iloc[0:0]
+    if not sharded.empty:
+        n = ", ".join(sorted({str(int(c)) for c in sharded["n_chunks"]}))
+        s = ", ".join(sorted({str(int(c)) for c in sharded["n_shards"]}))
+        scope = (f"{n} chunks scored in {s} shards (kld.mode: sharded; the percentile columns other than "
+                 "max and min are estimates from the shards')")
+    else:
+        scope = "--chunks " + ", ".join(sorted({_chunks(c) for c in kld["chunks"]}))
+    return {"base": base, "scope": scope}
+
+
 def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
     """One table per build and model: quant, size, PPL ±, ΔPPL ±, KLD ±, KLD 99.9%, mean Δp ±, RMS Δp ±, same
-    top p ± — the baseline's KV type, the KLD runs' context, as in llama.cpp's tools/perplexity README."""
-    if ppl.empty and kld.empty:
-        return _empty("perplexity or KLD results")
-    if ppl.empty:
+    top p ± — the baseline's KV type, the KLD runs' context, as in llama.cpp's tools/perplexity README. A model
+    without KLD rows has the PPL columns alone, and says why."""
+    if not present(ppl) and not present(kld):
+        return _empty("perplexity or KLD results", "the scoreboard needs perplexity: or kld: in the config")
+    if not present(ppl, "build", "model", "quant", "ctx", "kv"):
         return _empty("perplexity results", "the scoreboard needs the PPL cells")
-    blocks = []
-    kv0 = rec.base_kv(config, kld)
     ks = scoreboard_kld(kld)
-    first = str(ppl["build"].iloc[0])
-    for (build, model), g in ppl.groupby(["build", "model"], sort=False):
-        kctx = ks[(ks["build"] == build) & (ks["model"] == model)]
-        ctx0 = int(kctx["ctx"].iloc[0]) if not kctx.empty else int(sorted(g["ctx"].unique())[0])
-        p = g[(g["kv"] == kv0) & (g["ctx"] == ctx0)].set_index("quant")
-        baseline = rec.baseline(config, model)
-        base_ppl = p["ppl"].get(baseline) if baseline in p.index else float("nan")
-        k = kctx.set_index("quant")
-        rows = []
-        for quant, r in p.sort_values("file_size_bytes", ascending=False).iterrows():
-            kr = k.loc[quant] if quant in k.index else None
-            is_base = quant == baseline
-            if kr is not None:  # KLD mode's own ΔPPL: its ± accounts for both passes scoring the same tokens
-                dppl = _pm(kr["ppl_diff"], kr["ppl_diff_uncertainty"])
-            elif is_base:
-                dppl = "0 (baseline)"
-            else:
-                dppl = "—" if rec.isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
-
-            def stat(col, fmt, unit="", kr=kr, is_base=is_base):
-                if is_base and kr is None:
-                    return "(baseline)"
-                if kr is None:
-                    return "—"
-                unc = kr.get(f"{col}_uncertainty")
-                return _pm(kr[col], unc, fmt) + unit
-
-            rows.append({
-                "quant": quant + (" (baseline)" if is_base else ""),
-                "size GiB": _gib(r["file_size_bytes"]),
-                "PPL": _pm(r["ppl"], r["ppl_uncertainty"]),
-                "ΔPPL": dppl,
-                "KLD": stat("kld_mean", "{:.6f}"),
-                "KLD 99.9%": stat("kld_p99_9", "{:.4f}"),
-                "mean Δp": stat("dp_mean_pct", "{:.3f}", " %"),
-                "RMS Δp": stat("rms_dp_pct", "{:.3f}", " %"),
-                "same top p": stat("same_top_p_pct", "{:.3f}", " %"),
-            })
-        blocks.append({"build": build, "model": model, "ctx": ctx0, "kv": kv0, "table": _table(
-            pd.DataFrame(rows), f"scoreboard-{build}-{model}",
-            {"size GiB", "PPL", "ΔPPL", "KLD", "KLD 99.9%", "mean Δp", "RMS Δp", "same top p"})})
-    note = None
-    if not kld.empty:
-        base = ", ".join(sorted({str(c) for c in kld["baseline_quant"]}))
-        sharded = kld[kld["kld_mode"] == "sharded"] if "kld_mode" in kld else kld.iloc[0:0]
-        if not sharded.empty:
-            n = ", ".join(sorted({str(int(c)) for c in sharded["n_chunks"]}))
-            s = ", ".join(sorted({str(int(c)) for c in sharded["n_shards"]}))
-            scope = (f"{n} chunks scored in {s} shards (kld.mode: sharded; the percentile columns other than "
-                     "max and min are estimates from the shards')")
-        else:
-            scope = "--chunks " + ", ".join(sorted({_chunks(c) for c in kld["chunks"]}))
-        note = {"base": base, "scope": scope}
-    return _macro("scoreboard")(blocks, first, note)
+    blocks = [_scoreboard_block(build, model, g, ks=ks, kld=kld, config=config)
+              for (build, model), g in ppl.groupby(["build", "model"], sort=False)]
+    return _macro("scoreboard")(blocks, str(ppl["build"].iloc[0]), _kld_note(kld) if present(ks) else None)
 
 
 # ---------------------------------------------------------------------------------------------- KV matrix
@@ -152,14 +193,31 @@ def _kv_cell(r) -> str:
     return text
 
 
+def _kv_missing(model: str, g: pd.DataFrame) -> list[tuple[str, str]]:
+    """(what, why) for each axis of a model's KV matrix that was not measured: a second KV type, f16 KV (the
+    reference of every Δ), a second context."""
+    kvs, ctxs = list(dict.fromkeys(g["kv"])), sorted(g["ctx"].unique())
+    out = []
+    if len(kvs) == 1:
+        out.append((f"second KV type for {model}", f"only KV {kvs[0]} was measured, nothing to compare it with; list "
+                    "two under perplexity.kv (e.g. [f16, q8_0]) to see what a quantized KV cache costs"))
+    elif "f16" not in kvs:
+        out.append((f"f16-KV cells for {model}", "the (+Δ) of a KV type is against f16 KV at the same context; add "
+                    "f16 to perplexity.kv"))
+    if len(ctxs) == 1 and len(kvs) > 1:
+        out.append((f"second context for {model}", f"only ctx {int(ctxs[0])} was measured; list two under "
+                    "perplexity.ctx to see whether a KV type costs more at the longer one"))
+    return out
+
+
 def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
-    if ppl.empty:
-        return _empty("perplexity results")
+    if not present(ppl, "build", "model", "quant", "ctx", "kv"):
+        return _empty("perplexity results", "the KV-cache matrix needs perplexity: (or kld:) in the config")
     kld = kld if kld is not None else pd.DataFrame()
     blocks = []
     first = str(ppl["build"].iloc[0])
     for (build, model), g in ppl.groupby(["build", "model"], sort=False):
-        own = {"build": build, "model": model, "long": None, "kld": None}
+        own = {"build": build, "model": model, "long": None, "kld": None, "missing": _kv_missing(model, g)}
         g = g.assign(cell=[_kv_cell(r) for _, r in g.iterrows()])
         m = g.pivot_table(index="quant", columns=["ctx", "kv"], values="cell", aggfunc="first")
         order = g.sort_values("file_size_bytes", ascending=False)["quant"].drop_duplicates()
@@ -179,7 +237,7 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
                     t[col] = t[col].map(lambda v: "—" if rec.isna(v) else f"{v:+.4f}")
                 own["long"] = {"ctx": ctxs[-1], "ctx0": ctxs[0],
                                "table": _table(t, f"kv-long-{build}-{model}", set(t.columns[2:]))}
-        k = kld[(kld["build"] == build) & (kld["model"] == model)] if not kld.empty else kld
+        k = _of(kld, build, model)
         if not k.empty and k["kv"].nunique() > 1:
             k = k.assign(cell=[_pm(v, u, "{:.6f}") for v, u in zip(k["kld_mean"], k["kld_mean_uncertainty"],
                                                                    strict=True)])
@@ -207,63 +265,73 @@ def _no_fit_text(free_mib) -> str:
     return "does not fit" + ("" if rec.isna(free_mib) else f" in {free_mib / 1024:.1f} GiB")
 
 
+def _speed_cell(h: pd.DataFrame) -> str:
+    """One llama-bench test of one setting: median t/s (min–max), or "does not fit in N GiB"."""
+    if h.empty:
+        return "—"
+    if h["status"].iloc[0] != "measured":
+        return _no_fit_text(h["vram_free_before_mib"].iloc[0] if "vram_free_before_mib" in h else None)
+    return f"{h['median_ts'].iloc[0]:.1f} ({h['min_ts'].iloc[0]:.1f}–{h['max_ts'].iloc[0]:.1f})"
+
+
+def _speed_row(key: tuple, g: pd.DataFrame, tests: list[str], *, has_ctx: bool, one_call: bool) -> dict:
+    """One setting's row (key: build, model, quant, offload label, threads, type_k, type_v[, context])."""
+    r = g.iloc[0]
+    row = {"build": key[0], "model": key[1], "quant": key[2], "size GiB": _gib(r["file_size_bytes"]),
+           "offload": key[3], "threads": key[4],
+           "KV": key[5] if key[5] == key[6] else f"{key[5]}/{key[6]}", "backend": r["backend"]}
+    if has_ctx:
+        row["context"] = "—" if rec.isna(key[7]) else int(key[7])
+    row.update({f"{t} t/s": _speed_cell(g[g["test"] == t]) for t in tests})
+    if not (g["status"] == "measured").all():
+        row["VRAM peak MiB"] = _no_fit_text(r.get("vram_free_before_mib"))
+        return row
+    vram = _vram_text(bool(r["vram_available"]), r["vram_peak_delta_mib"], r["vram_reason"])
+    if not one_call and bool(r["vram_available"]) and not has_ctx:
+        vram = f"≤ {vram} (peak of the whole call)"
+    row["VRAM peak MiB"] = vram
+    return row
+
+
+def _no_vram_why(bench: pd.DataFrame) -> str | None:
+    """Why no row has a VRAM reading (None: some do)."""
+    if bench["vram_available"].fillna(False).astype(bool).any():
+        return None
+    if bench["vram_reason"].notna().any():
+        return str(bench["vram_reason"].dropna().iloc[0])
+    return "the llama-bench records hold no VRAM reading and no reason"
+
+
 def speed_table(bench: pd.DataFrame) -> str:
     """One row per build × quant × setting (offload strategy, threads, KV types, context); a column per
     llama-bench test with the median t/s and the repetitions' min–max, or "does not fit in N GiB"; VRAM of the
     llama-bench call."""
-    if bench.empty:
-        return _empty("llama-bench results")
+    if not present(bench, "build", "model", "quant", "test"):
+        return _empty("llama-bench results", "speed and VRAM come from llama-bench runs (bench: in the config)")
     b = with_strategy(bench)
-    if "status" not in b:
-        b = b.assign(status="measured")
-    b = b.assign(status=b["status"].fillna("measured"))
+    b = b.assign(status=b["status"].fillna("measured") if "status" in b else "measured")
     has_ctx = "setting_context" in b and b["setting_context"].notna().any()
     keys = ["build", "model", "quant", "strategy_label", "n_threads", "type_k", "type_v"]
     if has_ctx:
         keys.append("setting_context")
     tests = list(dict.fromkeys(b["test"]))
     calls = b.groupby(["build", "model", "quant"])["strategy_label"].nunique()
-    rows = []
     order = b.sort_values(["build", "model", "file_size_bytes"], ascending=[True, True, False])
-    for key, g in order.groupby(keys, sort=False):
-        r = g.iloc[0]
-        row = {"build": key[0], "model": key[1], "quant": key[2], "size GiB": _gib(r["file_size_bytes"]),
-               "offload": key[3], "threads": key[4],
-               "KV": key[5] if key[5] == key[6] else f"{key[5]}/{key[6]}", "backend": r["backend"]}
-        if has_ctx:
-            row["context"] = "—" if rec.isna(key[7]) else int(key[7])
-        fits = (g["status"] == "measured").all()
-        for t in tests:
-            h = g[g["test"] == t]
-            if h.empty:
-                row[f"{t} t/s"] = "—"
-            elif h["status"].iloc[0] != "measured":
-                row[f"{t} t/s"] = _no_fit_text(h["vram_free_before_mib"].iloc[0] if "vram_free_before_mib" in h
-                                               else None)
-            else:
-                row[f"{t} t/s"] = (f"{h['median_ts'].iloc[0]:.1f} ({h['min_ts'].iloc[0]:.1f}–"
-                                   f"{h['max_ts'].iloc[0]:.1f})")
-        if not fits:
-            row["VRAM peak MiB"] = _no_fit_text(r.get("vram_free_before_mib"))
-        else:
-            vram = _vram_text(bool(r["vram_available"]), r["vram_peak_delta_mib"], r["vram_reason"])
-            if calls.get((key[0], key[1], key[2]), 1) > 1 and bool(r["vram_available"]) and not has_ctx:
-                vram = f"≤ {vram} (peak of the whole call)"
-            row["VRAM peak MiB"] = vram
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([_speed_row(key, g, tests, has_ctx=has_ctx, one_call=calls.get(key[:3], 1) == 1)
+                       for key, g in order.groupby(keys, sort=False)])
     if df["model"].nunique() == 1:
         df = df.drop(columns="model")
     table = _table(df, "speed", {"size GiB", "threads", "context", "VRAM peak MiB", *[f"{t} t/s" for t in tests]},
                    row_class=lambda i, d=df: "nofit" if str(d["VRAM peak MiB"].iloc[i]).startswith("does not")
                    else None)
     reps = {len(json.loads(s)) for s in bench["samples_ts"] if isinstance(s, str)} if "samples_ts" in bench else set()
-    no_vram = None
-    if not bench["vram_available"].fillna(False).astype(bool).any():
-        no_vram = str(bench["vram_reason"].dropna().iloc[0]) if bench["vram_reason"].notna().any() else "not measured"
     emu = bench["gpu_emulated_free_mib"].dropna() if "gpu_emulated_free_mib" in bench else pd.Series(dtype=float)
     emulated = None if emu.empty else f"{emu.iloc[0] / 1024:g}"
-    return _macro("speed")(table, [str(n) for n in sorted(reps)], has_ctx, no_vram, emulated)
+    html = _macro("speed")(table, [str(n) for n in sorted(reps)], has_ctx, _no_vram_why(bench), emulated)
+    if not (b["status"] == "measured").any():
+        html = _empty("llama-bench setting that fit", f"all {len(df)} settings ran out of device memory; offload "
+                      "part of the model (bench.strategies: n_cpu_moe, override_tensor or fit_target)") + html
+    return html
 
 
 # ---------------------------------------------------------------------------------------------- recommendations
@@ -307,60 +375,103 @@ def _proof_cells(p) -> dict:
     return {"proven": f"started in {p['load_seconds']:.1f} s, {p['server_predicted_ts']:.1f} tok/s{vram}{tries}"}
 
 
+def _budget_pick(c: pd.DataFrame, gib: float, proof):
+    """The pick for a budget: the candidate whose server check started, else (no check) the best that fits."""
+    if proof is not None and proof["status"] == "started":  # what started is what is recommended
+        s = json.loads(proof["attempts"])[-1]
+        keys = ("quant", "strategy", "threads", "kv")
+        same = [x for x in rec.ranked(c, gib) if [str(x[k]) for k in keys] == [str(s[k]) for k in keys]]
+        return same[0] if same else None  # None: the tables changed since the check; rerun it
+    fit = c[c["need_bytes"] <= gib * GIB]
+    return rec.pick(fit) if not fit.empty and proof is None else None
+
+
+# candidates' column -> the picks' columns that show it: left out where no candidate has it (no kld:, a model with
+# only its baseline, a speed-only study), rather than a column of dashes
+REC_QUALITY = {"kld": ["KLD", "KLD 99.9%"], "ppl": ["PPL"]}
+
+
+def _rec_table(rows: list[dict], measured: set[str]) -> pd.DataFrame:
+    """The rows of a picks or ladder table, with the quality columns of what was measured (a REC_QUALITY key)."""
+    return pd.DataFrame(rows).drop(columns=[c for k, cols in REC_QUALITY.items() if k not in measured for c in cols])
+
+
+def _measured(c: pd.DataFrame) -> set[str]:
+    return {k for k in REC_QUALITY if c[k].notna().any()}
+
+
+def _ladder(c: pd.DataFrame, ctx: int, model: str) -> dict:
+    smallest = c.loc[c["need_bytes"].idxmin()]
+    ladder = rec.memory_ladder(c)
+    rows = [_rec_row(f"from {r['need_bytes'] / GIB:.3f} GiB", r, int((c["need_bytes"] <= r["need_bytes"]).sum()),
+                     len(c), smallest) for _, r in ladder.iterrows()]
+    return {"ctx": ctx, "best": len(ladder), "total": len(c), "table": _table(
+        _rec_table(rows, _measured(c)).rename(columns={"budget": "memory"}), f"ladder-{model}",
+        {"KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"})}
+
+
+def _model_picks(tables: dict[str, pd.DataFrame], config: dict, model: str, commands: list) -> dict:
+    """One model's block: a pick per VRAM budget and served context, and the memory ladder at the first context
+    with candidates (ladder None: nothing to recommend from). Proven commands are appended to commands."""
+    build = _first_build(tables, model)
+    title = (config.get("models", {}).get(model) or {}).get("title", model)
+    budgets = rec.budgets_from_config(config)
+    block = {"title": title, "build": build, "model": model, "picks": None, "ladder": None}
+    rows, measured = [], set()
+    for ctx in serve_contexts(config):
+        c = rec.candidates(tables, config, model, build, ctx)
+        if c.empty:
+            continue
+        measured |= _measured(c)
+        block["ladder"] = block["ladder"] or _ladder(c, ctx, model)
+        smallest = c.loc[c["need_bytes"].idxmin()]
+        for label, gib in budgets:
+            proof = _proof(tables.get("server"), build, model, gib, ctx)
+            fit = int((c["need_bytes"] <= gib * GIB).sum())
+            rows.append({"context": ctx, **_rec_row(label, _budget_pick(c, gib, proof), fit, len(c), smallest),
+                         **_proof_cells(proof)})
+            if proof is not None and proof["status"] == "started":
+                commands.append((f"{title}, {label}, ctx {ctx}", proof["command"]))
+    if rows:
+        block["picks"] = _table(_rec_table(rows, measured), f"recommendations-{model}",
+                                {"context", "KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"})
+    return block
+
+
 def recommendations(tables: dict[str, pd.DataFrame], config: dict) -> str:
     models = _models(tables)
     if not models:
         return _empty("results to recommend from")
-    budgets = rec.budgets_from_config(config)
-    contexts = serve_contexts(config)
-    server = tables.get("server")
-    blocks = []
-    gpu_rows = pd.concat([t for t in (tables["bench"], tables["perplexity"]) if not t.empty])
-    measured_on = sorted({str(g) for g in gpu_rows.get("gpu_name", pd.Series(dtype=str)).dropna() if g})
+    frames = [t for t in (tables["bench"], tables["perplexity"]) if present(t, "gpu_name")]
+    measured_on = sorted({str(g) for t in frames for g in t["gpu_name"].dropna() if g})
     target = (config.get("report") or {}).get("target_gpu") or {}
     commands = []
-    for model in models:
-        build = _first_build(tables, model)
-        title = (config.get("models", {}).get(model) or {}).get("title", model)
-        block = {"title": title, "build": build, "model": model, "picks": None, "ladder": None}
-        blocks.append(block)
-        rows, ladder_c = [], None
-        for ctx in contexts:
-            c = rec.candidates(tables, config, model, build, ctx)
-            if c.empty:
-                continue
-            ladder_c = c if ladder_c is None else ladder_c
-            smallest = c.loc[c["need_bytes"].idxmin()]
-            for label, gib in budgets:
-                fit = c[c["need_bytes"] <= gib * GIB]
-                proof = _proof(server, build, model, gib, ctx)
-                if proof is not None and proof["status"] == "started":  # what started is what is recommended
-                    s = json.loads(proof["attempts"])[-1]
-                    same = [x for x in rec.ranked(c, gib) if [str(x[k]) for k in ("quant", "strategy", "threads", "kv")]
-                            == [str(s[k]) for k in ("quant", "strategy", "threads", "kv")]]
-                    r = same[0] if same else None  # None: the tables changed since the check; rerun it
-                else:
-                    r = rec.pick(fit) if not fit.empty and proof is None else None
-                row = {"context": ctx, **_rec_row(label, r, len(fit), len(c), smallest), **_proof_cells(proof)}
-                rows.append(row)
-                if proof is not None and proof["status"] == "started":
-                    commands.append((f"{title}, {label}, ctx {ctx}", proof["command"]))
-        if not rows and ladder_c is None:
-            continue
-        if budgets:
-            block["picks"] = _table(pd.DataFrame(rows), f"recommendations-{model}",
-                                    {"context", "KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"})
-        c = ladder_c
-        smallest = c.loc[c["need_bytes"].idxmin()]
-        ladder = rec.memory_ladder(c)
-        lrows = [_rec_row(f"from {r['need_bytes'] / GIB:.3f} GiB", r, int((c["need_bytes"] <= r["need_bytes"]).sum()),
-                          len(c), smallest) for _, r in ladder.iterrows()]
-        block["ladder"] = {"ctx": contexts[0], "best": len(ladder), "total": len(c), "table": _table(
-            pd.DataFrame(lrows).rename(columns={"budget": "memory"}), f"ladder-{model}",
-            {"KLD", "KLD 99.9%", "PPL", "tg t/s", "pp t/s", "memory GiB"})}
-    metric = "mean KLD against the baseline" if not tables["kld"].empty else "perplexity"
+    blocks = [_model_picks(tables, config, model, commands) for model in models]
+    with_kld = {m for m in models if not scoreboard_kld(_of(tables["kld"], _first_build(tables, m), m)).empty}
+    metric = ("mean KLD against the baseline" if with_kld == set(models) else "perplexity" if not with_kld
+              else "mean KLD against the baseline where measured, else perplexity")
+    if not present(tables["perplexity"]):
+        metric = None  # candidates without PPL cells are ranked by speed (recommend.pick)
     shown_target = str(target["name"]) if target.get("name") and target.get("name") not in measured_on else None
-    return _macro("recommendations")(blocks, commands, metric, measured_on, shown_target)
+    return _macro("recommendations")(blocks, commands, metric, measured_on, shown_target,
+                                     _recommendations_missing(tables))
+
+
+def _recommendations_missing(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(what, why) for each kind of result the picks had to do without."""
+    out = []
+    if not present(tables["perplexity"]):
+        out.append(("perplexity results" if present(tables["kld"]) else "quality results",
+                    "the picks are by speed alone; perplexity: or kld: in the config measures what each quant costs "
+                    "in quality"))
+    bench = tables["bench"]
+    if not present(bench):
+        out.append(("llama-bench results", "the picks are by quality alone, without speeds, their memory from the "
+                    "file sizes (bench: in the config measures speed and VRAM)"))
+    elif measured_rows(bench).empty:
+        out.append(("llama-bench setting that fit", "every llama-bench call ran out of device memory: the picks are "
+                    "by quality alone, their memory from the file sizes"))
+    return out
 
 
 def tuner_table(tune: pd.DataFrame | None) -> str:
@@ -392,10 +503,16 @@ def paired_section(tables: dict[str, pd.DataFrame]) -> str:
     from .paired import comparisons, ranking_holds
 
     chunks, kld = tables.get("chunks", pd.DataFrame()), tables["kld"]
+    if not present(kld, "build", "model", "ctx", "kv", "quant", "kld_mean"):
+        return _empty("KLD results", "paired comparisons compare two KLD runs on the same chunks: kld: in the "
+                      "config, with two quants besides the baseline or a quant with two KV types (kld.kv)")
     c = comparisons(chunks, kld)
-    if c.empty:
+    if c.empty and not present(chunks, "stage", "kld"):
         return _empty("per-chunk KLD results", "paired comparisons need two KLD runs on the same chunks "
                       "(results/tables/chunks.parquet; runs made before it was recorded have none)")
+    if c.empty:
+        return _empty("two KLD runs on the same chunks", "paired comparisons need two quants of a model besides "
+                      "its baseline, or a quant with two KV types (kld.kv)")
     k = c[c["stat"] == "kld"]
     blocks = []
     for kind, title in (("quant", "Neighbouring quants on the scoreboard"), ("kv", "Is a quantized KV cache free?"),

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..core.units import GIB, MIB
 from ..measure.tuner import setting_label
-from .figures import with_strategy
+from .rows import measured_rows, with_strategy
 
 # Bytes per element of llama.cpp's KV-cache types (ggml block size / elements per block).
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
@@ -70,13 +70,6 @@ def base_kv(config: dict, kld: pd.DataFrame) -> str:
     if not kld.empty and "baseline_kv" in kld and kld["baseline_kv"].notna().any():
         return str(kld["baseline_kv"].dropna().iloc[0])
     return (config.get("kld") or {}).get("base_kv") or ((config.get("perplexity") or {}).get("kv") or ["f16"])[0]
-
-
-def measured_rows(bench: pd.DataFrame) -> pd.DataFrame:
-    """The llama-bench rows that measured something (a "does not fit" row has no speed)."""
-    if bench.empty or "status" not in bench:
-        return bench
-    return bench[bench["status"].fillna("measured") == "measured"]
 
 
 def at_context(bench: pd.DataFrame, context: int | None) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""report.figures: the figures the rule declares, made from the stored tables; the Pareto front; offload strategies
-read from llama-bench's fields."""
+"""report.figures: the figures the rule declares, made from the stored tables (the rows they draw: test_rows.py), and
+from every small study's tables, each plot or a panel that says what was not measured (issue 25)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import re
 import pytest
 
 from ggufbench.report import figures as F
-from tests.support.report_pages import REPO, stored_tables
+from tests.support.report_pages import REPO
+from tests.unit.report.conftest import study
 
 
 def test_figures_rule_outputs_are_the_figures_module_makes():
     smk = (REPO / "rules" / "report.smk").read_text()
     block = smk[smk.index("rule figures:"):smk.index("rule summary_report:")]
-    keys = re.findall(r"^\s+(\w+)=report\(\"reports/figures/(\w+)\.png\", caption=\"../docs/report/(\w+)\.rst\"",
+    # one line or snakefmt's one argument a line
+    keys = re.findall(r"^\s+(\w+)=report\(\s*\"reports/figures/(\w+)\.png\",\s*caption=\"../docs/report/(\w+)\.rst\"",
                       block, re.M)
     assert sorted(k for k, _, _ in keys) == sorted(F.FIGURES)
     for key, stem, caption in keys:
@@ -33,19 +35,40 @@ def test_every_figure_is_made_and_embedded(cpu_page):
         F.make_figures({}, {"nonsense": out / "x.png"})
 
 
-def test_pareto_front_on_the_measured_ladder():
-    k = F.scoreboard_kld(stored_tables("cpu-demo")["kld"])
-    front = F.pareto_front(k["file_size_bytes"], k["kld_mean"])
-    # on this ladder every quant is on the frontier: each bigger file has a lower mean KLD
-    assert front.all() and len(k) == 5
-    # a point beaten on both axes drops off
-    assert list(F.pareto_front([1, 2, 3], [0.5, 0.6, 0.1])) == [True, False, True]
+# study (tests/unit/report/conftest.py) -> {figure: what its panel says instead of a plot}; the others are drawn
+NO_PLOT = {
+    "one quant, PPL only": {"kld_vs_size": "No KLD results in this run", "kld_percentiles": "No KLD results"},
+    "one quant, KLD of its KV types": {"kld_vs_size": "KLD was measured only for the baseline quant with other KV",
+                                       "kld_percentiles": "KLD was measured only for the baseline quant"},
+    "one quant, one KV type": {"kld_vs_size": "No KLD results", "kld_percentiles": "No KLD results",
+                               "kv_heatmap": "Only KV f16 measured: nothing to compare it with"},
+    "speed only": {"kld_vs_size": "No KLD results", "kld_percentiles": "No KLD results",
+                   "ppl_vs_size": "No perplexity results", "kv_heatmap": "No perplexity results"},
+    "no bench results": {k: "No llama-bench results in this run" for k in ("speed", "speed_vs_vram", "threads")},
+    "no f16 KV": {"kld_vs_size": "No KLD results", "kld_percentiles": "No KLD results",
+                  "kv_heatmap": "No f16-KV cells in this run"},
+    "nothing fits": {k: "No llama-bench setting fit in device memory (12 tests did not fit)"
+                     for k in ("speed", "speed_vs_vram", "threads")},
+    "one ctx": {}, "no VRAM": {}, "two models, one without KLD": {},
+    "tables with columns, no rows": {"kld_vs_size": "No KLD results", "kld_percentiles": "No KLD results",
+                                     "ppl_vs_size": "No perplexity results", "kv_heatmap": "No perplexity results",
+                                     **{k: "No llama-bench results" for k in ("speed", "speed_vs_vram", "threads")}},
+}
 
 
-def test_offload_strategy_from_llama_bench_fields():
-    cpu = F.with_strategy(stored_tables("cpu-demo")["bench"])
-    assert set(cpu["strategy_label"]) == {"CPU only"}
-    gpu = F.with_strategy(stored_tables("h200-demo")["bench"])
-    assert set(gpu["strategy_label"]) == {"-ngl 99"}
-    row = gpu.iloc[0].to_dict() | {"n_cpu_moe": 20}
-    assert F.offload_strategy(row) == ("n-cpu-moe", "-ngl 99 -ncmoe 20")
+@pytest.mark.parametrize("case", list(NO_PLOT))
+def test_every_figure_of_a_small_study_is_made_or_says_why_not(case, tmp_path, monkeypatch):
+    """Each figure maker on each small study (issue 25): a PNG comes out, a plot where its question can be answered,
+    else a panel that says what was not measured."""
+    said = {}
+    no_data = F._no_data
+    monkeypatch.setattr(F, "_no_data", lambda title, why, path: (said.setdefault(path.stem, why),
+                                                                 no_data(title, why, path)))
+    tables, _ = study(case)
+    figures = {key: tmp_path / f"{key}.png" for key in F.FIGURES}
+    for key, (table, make) in F.MAKERS.items():
+        make(tables[table], figures[key])
+        assert figures[key].read_bytes()[:4] == b"\x89PNG", key
+    assert set(said) == set(NO_PLOT[case]), said
+    for key, phrase in NO_PLOT[case].items():
+        assert phrase in said[key], (key, said[key])

@@ -1,15 +1,22 @@
 """The report and its figures from real tables (tests/data/report/: the CPU demo and the H200 run of two CUDA
-builds): what each section says, the picks per VRAM budget, and pages with parts missing."""
+builds): what each section says, the picks per VRAM budget, and pages with parts missing: every small or degenerate
+study the schema accepts (one quant, PPL only, speed only, one context or KV type, nothing that fits) renders and
+says what it did not measure (issue 25)."""
 
 from __future__ import annotations
 
 import re
 
 import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ggufbench.report import figures as F
 from ggufbench.report import page as R
+from ggufbench.report.rows import present
 from tests.support.report_pages import REPO, RUNS, config_for, stored_tables
+from tests.unit.report.conftest import TABLES, full_tables, keep, no_table, study, two_models, without
 
 
 def test_cpu_page_says_what_it_lacks(cpu_page):
@@ -103,3 +110,110 @@ def test_the_paired_section_on_real_kld_runs(capture):
     assert "−0.41223" in html or "-0.41223" in html
     empty = R.paired_section({"chunks": pd.DataFrame(), "kld": pd.DataFrame(rows)})
     assert "No per-chunk KLD results in this run" in empty
+
+
+# ------------------------------------------------------------------------------------------ small studies (issue 25)
+
+# study (tests/unit/report/conftest.py) -> what its page must say it lacks
+SAYS = {
+    "one quant, PPL only": ["No KLD results for smollm2-135m in this run: the KLD, Δp and same-top-p columns need kld: "
+                            "in the config", "No other quant of smollm2-135m in this run",
+                            "No KLD results in this run: paired comparisons"],
+    "one quant, KLD of its KV types": ["No KLD results for smollm2-135m in this run: KLD was measured only for F16 "
+                                       "with other KV types"],
+    "one quant, one KV type": ["kld: measures each quant against the baseline (F16), and F16 is the only one; add "
+                               "quants under models.smollm2-135m.quants",
+                               "No second KV type for smollm2-135m in this run"],
+    "PPL only": ["No KLD results for smollm2-135m in this run: the KLD, Δp and same-top-p columns need kld:"],
+    "speed only": ["No quality results in this run: the picks are by speed alone",
+                   "Pick: the fastest at generation (tg median) whose memory need",
+                   "No perplexity or KLD results in this run", "No perplexity results in this run: the KV-cache"],
+    "no bench results": ["No llama-bench results in this run: the picks are by quality alone",
+                         "No llama-bench results in this run: speed and VRAM"],
+    "KLD only of the baseline's KV types": ["KLD was measured only for F16 with other KV types"],
+    "two models, one without KLD": ["No KLD results for other in this run: the tables hold no KLD rows of its quants",
+                                    "mean KLD against the baseline where measured, else perplexity"],
+    "one ctx": ["No second context for smollm2-135m in this run: only ctx 512"],
+    "one KV type": ["No second KV type for smollm2-135m in this run: only KV f16"],
+    "no f16 KV": ["No f16-KV cells for smollm2-135m in this run"],
+    "nothing fits": ["No llama-bench setting that fit in this run: all",
+                     "every llama-bench call ran out of device memory"],
+    "no VRAM": ["No VRAM measured in this run: "],
+    "KLD without PPL": ["No perplexity results in this run: the scoreboard needs the PPL cells",
+                        "No perplexity results in this run: the picks are by speed alone"],
+    "nothing at all": ["No results to recommend from", "No perplexity or KLD results", "No llama-bench results",
+                       "No build records"],
+    "tables with columns, no rows": ["No results to recommend from", "No perplexity or KLD results",
+                                     "No llama-bench results"],
+}
+
+
+def sections(html: str) -> dict[str, str]:
+    """Each section's id and its content."""
+    return dict(re.findall(r'<section id="([^"]+)"><h2>.*?</h2>(.*?)</section>', html, re.S))
+
+
+def says_something(html: str) -> list[str]:
+    """The sections that show neither a table, a figure nor a sentence about what is missing (none should)."""
+    return [sid for sid, body in sections(html).items()
+            if not re.search(r'<table |<figure |<p class="(empty|note)">', body)]
+
+
+@pytest.mark.parametrize("run", ["cpu-demo", "h200-demo"])
+@pytest.mark.parametrize("case", list(SAYS))
+def test_a_small_study_renders_and_says_what_it_lacks(case, run):
+    tables, config = study(case, run)
+    html = R.render(tables, [], "x", config)
+    text = html.replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    for phrase in SAYS[case]:
+        assert phrase in re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", text)), (case, phrase)
+    assert says_something(html) == []
+
+
+def test_a_one_quant_scoreboard_has_no_empty_kld_columns():
+    """Without KLD rows a model's scoreboard shows what was measured (PPL ±), not five columns of dashes."""
+    tables, config = study("one quant, PPL only")
+    html = R.scoreboard(tables["perplexity"], tables["kld"], config)
+    head = re.search(r'<table id="scoreboard-cpu-smollm2-135m"><thead><tr>(.*?)</tr>', html).group(1)
+    assert re.findall(r"<th>(.*?)</th>", head) == ["quant", "size GiB", "PPL", "ΔPPL"]
+    assert "<td>F16 (baseline)</td>" in html and "0 (baseline)" in html
+    both, _ = two_models(*study("PPL only"))
+    assert "KLD" not in re.search(r'<table id="scoreboard-cpu-other">.*?</thead>', R.scoreboard(
+        both["perplexity"], stored_tables("cpu-demo")["kld"], config_for("cpu-demo")), re.S).group(0)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.fixed_dictionaries({name: st.sampled_from(["kept", "none", "no rows"]) for name in TABLES}),
+       quant=st.sampled_from([None, "F16", "Q4_K_M"]), ctx=st.sampled_from([None, 512, 1024]),
+       kv=st.sampled_from([None, "f16", "q8_0"]), kld_in_config=st.booleans(),
+       bench=st.sampled_from([None, "nothing fits", "no VRAM"]))
+def test_any_part_of_a_study_missing_still_renders(shape, quant, ctx, kv, kld_in_config, bench):
+    """The class test: any table missing (empty, with or without columns), the rest cut to one quant, one context,
+    one KV type, nothing fitting or no VRAM. The page renders, and every section shows something or says why not."""
+    tables, config = study(bench) if bench else (full_tables("cpu-demo"), config_for("cpu-demo"))
+    where = {k: (lambda s, v=v: s == v) for k, v in (("quant", quant), ("ctx", ctx), ("kv", kv)) if v is not None}
+    tables = keep(tables, **where)
+    for mode in ("none", "no rows"):
+        tables = no_table(tables, *[n for n, s in shape.items() if s == mode], columns=mode == "no rows")
+    if not kld_in_config:
+        config = without(config, "kld")
+    html = R.render(tables, [], "x", config)
+    assert says_something(html) == []
+    if not present(tables["bench"]):
+        assert "No llama-bench results in this run" in html
+    if not present(tables["perplexity"]):
+        assert "No perplexity" in html
+    elif not present(tables["kld"]):
+        assert "No KLD results for smollm2-135m in this run" in html
+
+
+@pytest.mark.parametrize(("case", "columns"), [("speed only", {"KLD", "KLD 99.9%", "PPL"}),
+                                               ("one quant, PPL only", {"KLD", "KLD 99.9%"}),
+                                               ("PPL only", {"KLD", "KLD 99.9%"}), ("one ctx", set())])
+def test_picks_show_the_quality_that_was_measured(case, columns):
+    """The picks and the ladder leave out a quality column no candidate has, rather than a column of dashes."""
+    tables, config = study(case)
+    html = R.recommendations(tables, config)
+    for table_id in ("recommendations-smollm2-135m", "ladder-smollm2-135m"):
+        head = re.search(rf'<table id="{table_id}"><thead><tr>(.*?)</tr>', html).group(1)
+        assert {"KLD", "KLD 99.9%", "PPL"} - set(re.findall(r"<th>(.*?)</th>", head)) == columns, table_id
