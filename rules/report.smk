@@ -8,6 +8,9 @@ rule aggregate:
         bench=get_bench_results(),
         tune=get_tune_results(),
         builds=expand(paths.BUILD_RECORD, build=BUILDS),
+        # what each record must have measured: the build, the quant's file and the corpus that are there now
+        manifests=DEPS.manifests(),
+        corpora=DEPS.corpus_records(),
     output:
         perplexity=paths.table("perplexity"),
         kld=paths.table("kld"),

@@ -6,6 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # this checkout's ggufbench
 
 from ggufbench.measure.server_check import server_check_job
 from ggufbench.report.proof import candidates
+from ggufbench.report.tables import now_of
 from ggufbench.sources.manifest import load_manifest
 from ggufbench.workflow.job import job_from_snakemake
 
@@ -15,5 +16,6 @@ manifests = {load_manifest(m)["quant"]: m for m in i.manifests}  # each manifest
 assert sorted(manifests) == p.quants, (sorted(manifests), p.quants)
 # the report ranks (from this build's and model's records), the job proves: two layers, two calls
 ranked = candidates({name: list(i[name]) for name in ("perplexity", "kld", "bench", "tune")}, p.config,
-                    model=w.model, build=job.build["build"], context=int(w.ctx), budget_gib=float(w.budget))
+                    model=w.model, build=job.build["build"], context=int(w.ctx), budget_gib=float(w.budget),
+                    now=now_of([i.build], i.manifests))
 server_check_job(job, **ranked, manifests=manifests, budget_gib=float(w.budget), context=int(w.ctx), server=p.server)

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from ..core.io import atomic_path
 from ..core.units import GIB
 from .rows import measured_rows, pareto_front, present, scoreboard_kld, with_strategy
+from .tables import read_table
 
 matplotlib.use("Agg")
 
@@ -204,16 +205,26 @@ def speed(bench: pd.DataFrame, path) -> None:
             lo = h["median_ts"] - h["min_ts"]
             hi = h["max_ts"] - h["median_ts"]
             label = f"{model} [{build}]" + (f", {nt} threads" if bench["n_threads"].nunique() > 1 else "")
-            ax.errorbar(h["quant"], h["median_ts"], yerr=[lo, hi], marker="o", capsize=3,
-                        label=label if len(groups) > 1 else None)
+            line = ax.errorbar(h["quant"], h["median_ts"], yerr=[lo, hi], marker="o", capsize=3,
+                               label=label if len(groups) > 1 else None)
+            loaded = h[_loaded(h)]
+            if not loaded.empty:  # measured on a loaded machine: hollow, so it does not pass for the setting's speed
+                ax.plot(loaded["quant"], loaded["median_ts"], "o", mfc="white", mec=line[0].get_color(), ms=9)
         ax.set_title(test, fontsize=TITLE_SIZE)
         ax.set_ylabel("tokens/s (median)")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(True, alpha=0.3)
         if len(groups) > 1:
             ax.legend(fontsize=8)
-    fig.suptitle(f"{title}\nbackend: {', '.join(sorted(set(bench['backend'].astype(str))))}", fontsize=TITLE_SIZE)
+    loaded_note = "; hollow: measured on a loaded machine" if _loaded(bench).any() else ""
+    fig.suptitle(f"{title}\nbackend: {', '.join(sorted(set(bench['backend'].astype(str))))}{loaded_note}",
+                 fontsize=TITLE_SIZE)
     _save(fig, path)
+
+
+def _loaded(bench: pd.DataFrame) -> pd.Series:
+    """Rows measured while other processes loaded the machine (measure/load.py; absent in older records)."""
+    return bench["loaded"].fillna(False).astype(bool) if "loaded" in bench else pd.Series(False, index=bench.index)
 
 
 def speed_vs_vram(bench: pd.DataFrame, path) -> None:
@@ -338,5 +349,5 @@ def make_figures(tables: dict, out: dict) -> None:
     for key, path in out.items():
         table, make = MAKERS[key]
         if table not in cache:
-            cache[table] = pd.read_parquet(tables[table])
+            cache[table] = read_table(tables[table])
         make(cache[table], path)

@@ -13,10 +13,12 @@ import pandas as pd
 
 from ..core.io import write_text
 from ..core.units import GIB
+from ..measure.load import LOADED_SHARE
 from ..measure.runs import serve_contexts
-from . import recommend as rec
+from . import recommend
 from .figures import FIGURES
 from .rows import measured_rows, present, scoreboard_kld, with_strategy
+from .tables import read_table
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("ggufbench.report", "templates"), autoescape=True,
                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
@@ -31,16 +33,16 @@ def _macro(name: str, template: str = "sections.html.j2"):
 # ---------------------------------------------------------------------------------------------- formatting
 
 def _pm(v, u, fmt="{:.4f}") -> str:
-    if rec.isna(v):
+    if recommend.isna(v):
         return "—"
-    return f"{fmt.format(v)} ± {fmt.format(u)}" if not rec.isna(u) else fmt.format(v)
+    return f"{fmt.format(v)} ± {fmt.format(u)}" if not recommend.isna(u) else fmt.format(v)
 
 
 def _table(df: pd.DataFrame, table_id: str, numeric: set[str] | None = None, row_class=None) -> dict:
     """A table for the templates' table macro: its cells as text ("—" for a missing value), numeric columns
     (right-aligned), row_class(i) -> a CSS class for row i (or None)."""
     numeric = numeric or set()
-    rows = [(row_class(i) if row_class else None, ["—" if rec.isna(v) else str(v) for v in row])
+    rows = [(row_class(i) if row_class else None, ["—" if recommend.isna(v) else str(v) for v in row])
             for i, row in enumerate(df.itertuples(index=False))]
     return {"id": table_id, "columns": [str(c) for c in df.columns], "numeric": [c in numeric for c in df.columns],
             "rows": rows}
@@ -53,11 +55,11 @@ def _empty(what: str, why: str = "") -> str:
 def _chunks(v) -> str:
     """A --chunks value as run: a count, or `all` for none (the whole corpus; a Parquet column that mixes counts
     and nulls holds floats and NaN)."""
-    return "all" if rec.isna(v) else str(int(v))
+    return "all" if recommend.isna(v) else str(int(v))
 
 
 def _gib(nbytes) -> str:
-    return "—" if rec.isna(nbytes) else f"{nbytes / GIB:.3f}"
+    return "—" if recommend.isna(nbytes) else f"{nbytes / GIB:.3f}"
 
 
 def _results(tables: dict[str, pd.DataFrame]) -> list[pd.DataFrame]:
@@ -90,7 +92,7 @@ def _no_kld_why(config: dict, kld: pd.DataFrame, model: str) -> str:
     """Why a model has no KLD against its baseline, in the config's words."""
     if not config.get("kld"):
         return "the KLD, Δp and same-top-p columns need kld: in the config"
-    base = rec.baseline(config, model) or "the baseline"
+    base = recommend.baseline(config, model) or "the baseline"
     own = kld[kld["model"] == model] if present(kld, "model") else kld.iloc[0:0]
     one_quant = len((config.get("models", {}).get(model) or {}).get("quants") or {}) <= 1
     add = f"; add quants under models.{model}.quants to see what each costs" if one_quant else ""
@@ -118,7 +120,7 @@ def _scoreboard_row(quant: str, r, kr, *, baseline: str | None, base_ppl: float,
     elif is_base:
         dppl = "0 (baseline)"
     else:
-        dppl = "—" if rec.isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
+        dppl = "—" if recommend.isna(base_ppl) else f"{r['ppl'] - base_ppl:+.4f}"
     row = {"quant": quant + (" (baseline)" if is_base else ""), "size GiB": _gib(r["file_size_bytes"]),
            "PPL": _pm(r["ppl"], r["ppl_uncertainty"]), "ΔPPL": dppl}
     if with_kld:  # without KLD rows of this model the KLD columns would hold nothing
@@ -136,10 +138,10 @@ def _scoreboard_block(build: str, model: str, g: pd.DataFrame, *, ks: pd.DataFra
     ctxs = sorted(g["ctx"].unique())
     ctx0 = int(kctx["ctx"].iloc[0]) if not kctx.empty and kctx["ctx"].iloc[0] in ctxs else int(ctxs[0])
     kvs = list(dict.fromkeys(g[g["ctx"] == ctx0]["kv"]))
-    kv0 = rec.base_kv(config, kld)
+    kv0 = recommend.base_kv(config, kld)
     kv0 = kv0 if kv0 in kvs else kvs[0]  # a PPL matrix without the baseline's KV type: its first
     p = g[(g["kv"] == kv0) & (g["ctx"] == ctx0)].drop_duplicates("quant").set_index("quant")
-    baseline = rec.baseline(config, model)
+    baseline = recommend.baseline(config, model)
     base_ppl = p["ppl"].get(baseline) if baseline in p.index else float("nan")
     k = kctx.drop_duplicates("quant").set_index("quant") if not kctx.empty else pd.DataFrame()
     rows = [_scoreboard_row(quant, r, k.loc[quant] if quant in k.index else None, baseline=baseline,
@@ -188,7 +190,7 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
 
 def _kv_cell(r) -> str:
     text = _pm(r["ppl"], r["ppl_uncertainty"])
-    if r["kv"] != "f16" and not rec.isna(r.get("dppl_vs_f16_kv")):
+    if r["kv"] != "f16" and not recommend.isna(r.get("dppl_vs_f16_kv")):
         text += f" ({r['dppl_vs_f16_kv']:+.4f})"
     return text
 
@@ -234,7 +236,7 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
                     "dppl_vs_f16_kv": f"ΔPPL vs f16 KV at ctx {ctxs[-1]}",
                     "kv_cost_long_minus_short": f"ΔPPL at ctx {ctxs[-1]} minus ΔPPL at ctx {ctxs[0]}"})
                 for col in t.columns[2:]:
-                    t[col] = t[col].map(lambda v: "—" if rec.isna(v) else f"{v:+.4f}")
+                    t[col] = t[col].map(lambda v: "—" if recommend.isna(v) else f"{v:+.4f}")
                 own["long"] = {"ctx": ctxs[-1], "ctx0": ctxs[0],
                                "table": _table(t, f"kv-long-{build}-{model}", set(t.columns[2:]))}
         k = _of(kld, build, model)
@@ -244,7 +246,7 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
             km = k.pivot_table(index="quant", columns="kv", values="cell", aggfunc="first")
             km = km.reindex(index=order, columns=[kv for kv in kvs if kv in km.columns])
             bq, bkv = str(k["baseline_quant"].iloc[0]), str(k["baseline_kv"].iloc[0])
-            if bq in km.index and bkv in km.columns and rec.isna(km.loc[bq, bkv]):
+            if bq in km.index and bkv in km.columns and recommend.isna(km.loc[bq, bkv]):
                 km.loc[bq, bkv] = "0 (baseline)"
             km.columns = [f"KV {c}" for c in km.columns]
             own["kld"] = {"quant": bq, "kv": bkv, "ctx": int(k["ctx"].iloc[0]),
@@ -256,13 +258,13 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- speed / VRAM
 
 def _vram_text(ok, delta, reason) -> str:
-    if ok and not rec.isna(delta):
+    if ok and not recommend.isna(delta):
         return f"{delta:.0f}"
     return f"n/a ({(reason or 'not measured').split(' (')[0]})"
 
 
 def _no_fit_text(free_mib) -> str:
-    return "does not fit" + ("" if rec.isna(free_mib) else f" in {free_mib / 1024:.1f} GiB")
+    return "does not fit" + ("" if recommend.isna(free_mib) else f" in {free_mib / 1024:.1f} GiB")
 
 
 def _speed_cell(h: pd.DataFrame) -> str:
@@ -281,8 +283,9 @@ def _speed_row(key: tuple, g: pd.DataFrame, tests: list[str], *, has_ctx: bool, 
            "offload": key[3], "threads": key[4],
            "KV": key[5] if key[5] == key[6] else f"{key[5]}/{key[6]}", "backend": r["backend"]}
     if has_ctx:
-        row["context"] = "—" if rec.isna(key[7]) else int(key[7])
+        row["context"] = "—" if recommend.isna(key[7]) else int(key[7])
     row.update({f"{t} t/s": _speed_cell(g[g["test"] == t]) for t in tests})
+    row["machine load"] = _load_text(g)
     if not (g["status"] == "measured").all():
         row["VRAM peak MiB"] = _no_fit_text(r.get("vram_free_before_mib"))
         return row
@@ -291,6 +294,30 @@ def _speed_row(key: tuple, g: pd.DataFrame, tests: list[str], *, has_ctx: bool, 
         vram = f"≤ {vram} (peak of the whole call)"
     row["VRAM peak MiB"] = vram
     return row
+
+
+def _load_text(g: pd.DataFrame) -> str:
+    """What other processes took of the machine while this setting's llama-bench calls ran (measure/load.py):
+    "loaded" when they took enough to make the speeds not the setting's own."""
+    if "loaded" not in g or not g.get("load_available", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
+        return "not measured"
+    share = g["load_other_cpu_share"].max()
+    pct = "?" if recommend.isna(share) else f"{share:.0%}"
+    return f"LOADED: others took {pct}" if g["loaded"].fillna(False).astype(bool).any() else f"clean ({pct})"
+
+
+def _loaded_note(df: pd.DataFrame) -> str | None:
+    """The speed table's word on machine load: how many settings ran on a loaded machine, or why none was checked."""
+    loads = df["machine load"]
+    loaded = int(loads.str.startswith("LOADED").sum())
+    if loaded:
+        return (f"{loaded} of {len(df)} settings were measured while other processes took more than "
+                f"{LOADED_SHARE:.0%} of the CPUs (machine load, LOADED): their speeds are lower than the setting's "
+                "own even where the repetitions agree. Rerun those llama-bench jobs on an idle machine "
+                "(snakemake --forcerun llama_bench).")
+    if (loads == "not measured").all():
+        return "Machine load not measured (records made before ggufbench sampled it, or no /proc)."
+    return None
 
 
 def _no_vram_why(bench: pd.DataFrame) -> str | None:
@@ -323,11 +350,12 @@ def speed_table(bench: pd.DataFrame) -> str:
         df = df.drop(columns="model")
     table = _table(df, "speed", {"size GiB", "threads", "context", "VRAM peak MiB", *[f"{t} t/s" for t in tests]},
                    row_class=lambda i, d=df: "nofit" if str(d["VRAM peak MiB"].iloc[i]).startswith("does not")
-                   else None)
+                   else "loaded" if d["machine load"].iloc[i].startswith("LOADED") else None)
     reps = {len(json.loads(s)) for s in bench["samples_ts"] if isinstance(s, str)} if "samples_ts" in bench else set()
     emu = bench["gpu_emulated_free_mib"].dropna() if "gpu_emulated_free_mib" in bench else pd.Series(dtype=float)
     emulated = None if emu.empty else f"{emu.iloc[0] / 1024:g}"
-    html = _macro("speed")(table, [str(n) for n in sorted(reps)], has_ctx, _no_vram_why(bench), emulated)
+    html = _macro("speed")(table, [str(n) for n in sorted(reps)], has_ctx, _no_vram_why(bench), emulated,
+                           _loaded_note(df))
     if not (b["status"] == "measured").any():
         html = _empty("llama-bench setting that fit", f"all {len(df)} settings ran out of device memory; offload "
                       "part of the model (bench.strategies: n_cpu_moe, override_tensor or fit_target)") + html
@@ -343,13 +371,13 @@ def _rec_row(label: str, r, fits: int, total: int, smallest) -> dict:
                 "pp t/s": "—", "memory GiB": "—",
                 "evidence": (f"the smallest need is {smallest['need_bytes'] / GIB:.3f} GiB ({smallest['quant']}, "
                              f"{smallest['basis']})" if smallest is not None else "no candidates")}
-    tg = "—" if rec.isna(r["tg"]) else f"{r['tg']:.1f} ({r['tg_lo']:.1f}–{r['tg_hi']:.1f})"
+    tg = "—" if recommend.isna(r["tg"]) else f"{r['tg']:.1f} ({r['tg_lo']:.1f}–{r['tg_hi']:.1f})"
     return {
         "budget": label, "run": r["quant"], "KV": r["kv"],
-        "offload / threads": "—" if rec.isna(r["strategy"]) else f"{r['strategy']}, -t {r['threads']}",
+        "offload / threads": "—" if recommend.isna(r["strategy"]) else f"{r['strategy']}, -t {r['threads']}",
         "KLD": "0 (baseline)" if r["kld"] == 0 else _pm(r["kld"], r["kld_u"], "{:.6f}"),
-        "KLD 99.9%": "—" if rec.isna(r["kld_p99_9"]) else f"{r['kld_p99_9']:.4f}",
-        "PPL": _pm(r["ppl"], r["ppl_u"]), "tg t/s": tg, "pp t/s": "—" if rec.isna(r["pp"]) else f"{r['pp']:.0f}",
+        "KLD 99.9%": "—" if recommend.isna(r["kld_p99_9"]) else f"{r['kld_p99_9']:.4f}",
+        "PPL": _pm(r["ppl"], r["ppl_u"]), "tg t/s": tg, "pp t/s": "—" if recommend.isna(r["pp"]) else f"{r['pp']:.0f}",
         "memory GiB": f"{r['need_bytes'] / GIB:.3f}",
         "evidence": f"{r['basis']}; {fits} of {total} settings fit",
     }
@@ -370,7 +398,7 @@ def _proof_cells(p) -> dict:
         tried = json.loads(p["attempts"] or "[]")
         why = "; ".join(f"{a['quant']} {a['strategy']}: {a.get('reason', a['status'])}" for a in tried)
         return {"proven": f"{p['status']}" + (f" ({why})" if why else "")}
-    vram = "" if rec.isna(p["server_vram_peak_mib"]) else f", {p['server_vram_peak_mib']:.0f} MiB"
+    vram = "" if recommend.isna(p["server_vram_peak_mib"]) else f", {p['server_vram_peak_mib']:.0f} MiB"
     tries = "" if p["n_attempts"] == 1 else f" (attempt {int(p['n_attempts'])}: the better ones did not fit)"
     return {"proven": f"started in {p['load_seconds']:.1f} s, {p['server_predicted_ts']:.1f} tok/s{vram}{tries}"}
 
@@ -380,10 +408,10 @@ def _budget_pick(c: pd.DataFrame, gib: float, proof):
     if proof is not None and proof["status"] == "started":  # what started is what is recommended
         s = json.loads(proof["attempts"])[-1]
         keys = ("quant", "strategy", "threads", "kv")
-        same = [x for x in rec.ranked(c, gib) if [str(x[k]) for k in keys] == [str(s[k]) for k in keys]]
+        same = [x for x in recommend.ranked(c, gib) if [str(x[k]) for k in keys] == [str(s[k]) for k in keys]]
         return same[0] if same else None  # None: the tables changed since the check; rerun it
     fit = c[c["need_bytes"] <= gib * GIB]
-    return rec.pick(fit) if not fit.empty and proof is None else None
+    return recommend.pick(fit) if not fit.empty and proof is None else None
 
 
 # candidates' column -> the picks' columns that show it: left out where no candidate has it (no kld:, a model with
@@ -402,7 +430,7 @@ def _measured(c: pd.DataFrame) -> set[str]:
 
 def _ladder(c: pd.DataFrame, ctx: int, model: str) -> dict:
     smallest = c.loc[c["need_bytes"].idxmin()]
-    ladder = rec.memory_ladder(c)
+    ladder = recommend.memory_ladder(c)
     rows = [_rec_row(f"from {r['need_bytes'] / GIB:.3f} GiB", r, int((c["need_bytes"] <= r["need_bytes"]).sum()),
                      len(c), smallest) for _, r in ladder.iterrows()]
     return {"ctx": ctx, "best": len(ladder), "total": len(c), "table": _table(
@@ -415,11 +443,11 @@ def _model_picks(tables: dict[str, pd.DataFrame], config: dict, model: str, comm
     with candidates (ladder None: nothing to recommend from). Proven commands are appended to commands."""
     build = _first_build(tables, model)
     title = (config.get("models", {}).get(model) or {}).get("title", model)
-    budgets = rec.budgets_from_config(config)
+    budgets = recommend.budgets_from_config(config)
     block = {"title": title, "build": build, "model": model, "picks": None, "ladder": None}
     rows, measured = [], set()
     for ctx in serve_contexts(config):
-        c = rec.candidates(tables, config, model, build, ctx)
+        c = recommend.candidates(tables, config, model, build, ctx)
         if c.empty:
             continue
         measured |= _measured(c)
@@ -483,7 +511,7 @@ def tuner_table(tune: pd.DataFrame | None) -> str:
     t = tune[[c for c in cols if c in tune]].rename(columns=cols)
     for c in ("tg t/s", "VRAM MiB"):
         if c in t:
-            t[c] = t[c].map(lambda v: "—" if rec.isna(v) else f"{v:.1f}")
+            t[c] = t[c].map(lambda v: "—" if recommend.isna(v) else f"{v:.1f}")
     return _macro("tuner")(_table(t, "tuner", {"budget GiB", "context", "best -ncmoe", "tg t/s", "VRAM MiB", "runs",
                                                "full sweep runs"}))
 
@@ -494,7 +522,7 @@ PAIRED_FIRST_N = 8  # the ranking after this many chunks, set beside the ranking
 
 
 def _g(v) -> str:
-    return "—" if rec.isna(v) else f"{v:.3g}"
+    return "—" if recommend.isna(v) else f"{v:.3g}"
 
 
 def paired_section(tables: dict[str, pd.DataFrame]) -> str:
@@ -526,7 +554,7 @@ def paired_section(tables: dict[str, pd.DataFrame]) -> str:
             "± 95% paired": g["half_width"].map(lambda v: f"{v:.5f}"), "paired SE": g["paired_se"].map(_g),
             "quadrature SE": g["quadrature_se"].map(_g), "paired / quadrature": g["se_ratio"].map(_g),
             "verdict": g["verdict"], "chunks": g["n_chunks"].astype(str),
-            "chunks needed": g["chunks_needed"].map(lambda v: "—" if rec.isna(v) else str(int(v)))})
+            "chunks needed": g["chunks_needed"].map(lambda v: "—" if recommend.isna(v) else str(int(v)))})
         verdicts = list(g["verdict"])
         table = _table(shown, f"paired-{kind}", {"Δ KLD (A−B)", "± 95% paired", "paired SE", "quadrature SE",
                                                  "paired / quadrature", "chunks", "chunks needed"},
@@ -603,7 +631,7 @@ def provenance_block(tables: dict[str, pd.DataFrame]) -> str:
         for _, b in builds.iterrows():
             flags = " ".join(a for a in str(b.get("cmake_args") or "").split()
                              if not a.startswith(("-DLLAMA_BUILD_", "-DCMAKE_BUILD_TYPE", "-DBUILD_SHARED")))
-            cuda = f"nvcc {b['nvcc_version']}, arch {b.get('cuda_architectures')}" if not rec.isna(
+            cuda = f"nvcc {b['nvcc_version']}, arch {b.get('cuda_architectures')}" if not recommend.isna(
                 b.get("nvcc_version")) else "no CUDA (CPU build)"
             records.append({"build": str(b["build"]), "version": str(b.get("llama_cpp_version")),
                             "commit": str(b.get("llama_cpp_commit")), "source": _source_text(b.get("source")),
@@ -669,7 +697,7 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
 
 
 def write_report(table_paths, figure_paths, out, title: str, config: dict) -> None:
-    tables = {Path(p).stem: pd.read_parquet(p) for p in table_paths}
+    tables = {Path(p).stem: read_table(p) for p in table_paths}
     for name in ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks"):
         tables.setdefault(name, pd.DataFrame())
     write_text(out, render(tables, list(figure_paths), title, config))

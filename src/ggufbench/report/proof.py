@@ -4,6 +4,7 @@ that starts them is measure/server_check.py."""
 
 from __future__ import annotations
 
+from ..core.records import Now
 from . import recommend
 from .tables import record_tables
 
@@ -18,10 +19,10 @@ def plain(v):
 
 
 def candidates(records: dict[str, list], config: dict, *, model: str, build: str, context: int,
-               budget_gib: float) -> dict:
+               budget_gib: float, now: Now | None = None) -> dict:
     """{ranked: the candidates that fit, in pick order, as plain dicts; n_candidates: how many there were;
-    baseline: the model's baseline quant}."""
-    c = recommend.candidates(record_tables(records), config, model, build, context)
+    baseline: the model's baseline quant}. now: what each record must have measured (core.records)."""
+    c = recommend.candidates(record_tables(records, now), config, model, build, context)
     ranked = recommend.ranked(c, budget_gib) if not c.empty else []
     return {"ranked": [{k: plain(v) for k, v in r.items()} for r in ranked], "n_candidates": len(c),
             "baseline": recommend.baseline(config, model)}

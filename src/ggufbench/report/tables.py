@@ -12,10 +12,13 @@ Columns are documented in docs/tables.md.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
-from ..core.io import atomic_path, read_json
+from ..core.errors import ToolFailed
+from ..core.io import atomic_path, made_here, read_json
+from ..core.records import Now, read_records
 from ..llamacpp.bench_output import flash_attn_label, summarize
 from ..llamacpp.logits import scored_per_chunk
 from ..measure.load import load_verdict
@@ -186,7 +189,7 @@ def server_rows(records: list[dict]) -> pd.DataFrame:
 
 
 def write_server_table(records: list, out) -> None:
-    _write_parquet(server_rows([read_json(p) for p in records]), out)
+    write_table(server_rows(read_records(records)), out, "server")
 
 
 def builds_rows(records: list[dict]) -> pd.DataFrame:
@@ -214,23 +217,83 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 ROWS = {"perplexity": perplexity_rows, "kld": kld_rows, "bench": bench_rows, "tune": tune_rows, "builds": builds_rows}
 
 
-def record_tables(records: dict[str, list]) -> dict[str, pd.DataFrame]:
-    """{table name: record paths} -> {table name: DataFrame}, as the tables of those records alone."""
-    return {name: ROWS[name]([read_json(p) for p in paths]) for name, paths in records.items()}
+def now_of(builds=(), manifests=(), corpora=()) -> Now:
+    """What is there now, from the build records, the quants' manifests and the corpus records: what every result
+    record read into a table must have measured (core.records)."""
+    from ..sources.manifest import files_sha256, load_manifest
+
+    found = [load_manifest(m) for m in manifests]
+    return Now(build_keys={b["build"]: b["key"] for b in map(read_json, builds)},
+               file_sha256={(d["model"], d["quant"]): files_sha256(d) for d in found},
+               corpus_sha256={c["name"]: c["sha256"] for c in map(read_json, corpora)})
 
 
-def write_tables(records: dict[str, list], out: dict, bench_summary: dict | None = None) -> None:
+def record_tables(records: dict[str, list], now: Now | None = None) -> dict[str, pd.DataFrame]:
+    """{table name: record paths} -> {table name: DataFrame}, as the tables of those records alone; every record
+    checked to be the measurement its path names, and of what is there now (core.records)."""
+    read = {name: read_records(paths, now) if name != "builds" else [read_json(p) for p in paths]
+            for name, paths in records.items()}
+    return {name: ROWS[name](recs) for name, recs in read.items()}
+
+
+def write_tables(records: dict[str, list], out: dict, *, bench_summary: dict | None = None,
+                 now: Now | None = None) -> None:
     """records: {perplexity, kld, bench, builds, tune: record paths}; out: {table name: path}, the chunks table too
-    where out names it."""
-    tables = record_tables({k: records.get(k, []) for k in ("perplexity", "kld", "tune", "builds")})
-    tables["bench"] = bench_rows([read_json(p) for p in records.get("bench", [])], bench_summary)
+    where out names it. A record that is not what its path names is removed and the job fails naming it: a plain
+    rerun measures it again."""
+    names = ("perplexity", "kld", "bench", "tune")
+    paths = list(dict.fromkeys(p for name in names for p in records.get(name, [])))
+    by_path = dict(zip(paths, read_records(paths, now), strict=True))  # every bad record removed, then one error
+    read = {name: [by_path[p] for p in records.get(name, [])] for name in names}
+    read["builds"] = [read_json(p) for p in records.get("builds", [])]
+    tables = {name: ROWS[name](read[name]) for name in ("perplexity", "kld", "tune", "builds")}
+    tables["bench"] = bench_rows(read["bench"], bench_summary)
     if "chunks" in out:
-        tables["chunks"] = chunks_rows([read_json(p) for p in dict.fromkeys([*records.get("perplexity", []),
-                                                                            *records.get("kld", [])])])
+        quality = dict.fromkeys([*records.get("perplexity", []), *records.get("kld", [])])
+        tables["chunks"] = chunks_rows([by_path[p] for p in quality])
     for name, df in tables.items():
-        _write_parquet(df, out[name])
+        write_table(df, out[name], name)
 
 
-def _write_parquet(df: pd.DataFrame, out) -> None:
+KIND = b"ggufbench.table"  # each table's kind, in its Parquet metadata: what read_table checks
+
+
+def write_table(df: pd.DataFrame, out, kind: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), KIND: kind.encode()})
     with atomic_path(out) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
+
+
+def table_problem(path) -> str | None:
+    """Why the file at path is not this workflow's table of the kind its name says (results/tables/<kind>.parquet):
+    missing, not Parquet (cut short: its footer is at the end), or a table of another kind; None when it is."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        return "is missing"
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
+        return f"is not a readable Parquet file ({type(e).__name__}: {e})"
+    kind = meta.get(KIND, b"").decode()
+    if kind != path.stem:
+        return (f"holds a table of kind {kind!r} where its name says {path.stem!r}" if kind else
+                "has no table kind in its metadata (made by another program, or before tables carried it)")
+    return None
+
+
+def read_table(path) -> pd.DataFrame:
+    """A table as the figures and the page read it: checked first (table_problem); a bad one is removed (it is
+    ours: a plain rerun makes it again) and the job fails naming it, instead of a raw ArrowInvalid or KeyError."""
+    why = table_problem(path)
+    if why is not None:
+        if made_here(path) and Path(path).exists():
+            Path(path).unlink()
+            raise ToolFailed(f"{path} {why}: removed it; a plain rerun makes it again (rule aggregate)")
+        raise ToolFailed(f"{path} {why}")
+    return pd.read_parquet(path)

@@ -87,12 +87,17 @@ def _remove_quant(manifest: Path, files: list[Path]) -> None:
     manifest.unlink(missing_ok=True)
 
 
+def files_sha256(data: dict) -> str:
+    """A quant's files' sha256, as every record's provenance names them (in the order model_path gives them)."""
+    return ",".join(f["sha256"] for f in sorted(data["files"], key=lambda f: f["path"]))
+
+
 def model_provenance(manifest: str | Path) -> dict:
     data = load_manifest(manifest)
     files = sorted(data["files"], key=lambda f: f["path"])  # the order model_path gives llama.cpp
     origin = data.get("origin") or {}
     return {"model": data["model"], "quant": data["quant"], "file": Path(files[0]["path"]).name,
-            "file_sha256": ",".join(f["sha256"] for f in files),
+            "file_sha256": files_sha256(data),
             "file_size_bytes": sum(f["size"] for f in files), "n_files": len(files),
             "origin": origin.get("kind"), "origin_repo": origin.get("repo"),  # hub quants: repo and commit
             "origin_revision": origin.get("commit") or origin.get("revision"), **_kv_columns(manifest)}

@@ -137,14 +137,32 @@ def _check_local(spec: dict, key: str) -> Path:
     return path
 
 
+def local_files(path: str | Path) -> list[Path]:
+    """A GGUF on disk and, when it is the first of a split set (-00001-of-0000N), every shard of it."""
+    path = Path(path).expanduser()
+    m = re.search(r"-00001-of-(\d{5})\.gguf$", path.name)
+    if not m:
+        return [path]
+    stem = path.name[: m.start()]
+    return [path.with_name(f"{stem}-{i:05d}-of-{m.group(1)}.gguf") for i in range(1, int(m.group(1)) + 1)]
+
+
+def local_content(path: str | Path) -> list[list]:
+    """What a file on disk is now, cheaply: [name, size, mtime_ns] of it (and of every shard). A job that links it
+    takes this as a param, so a file replaced in place reruns that job; its manifest's sha256 then decides
+    whether anything measured from it is measured again (Snakemake compares a rewritten input's checksum)."""
+    out = []
+    for p in local_files(path):
+        st = p.stat() if p.exists() else None
+        out.append([p.name, st.st_size if st else None, st.st_mtime_ns if st else None])
+    return out
+
+
 def link_local_gguf(spec: dict, manifest: Path, model: str, quant: str) -> dict:
     """A GGUF on disk (all shards when it is the first of a split set), linked into the quant's folder."""
     path = _check_local(spec, f"models.{model}.quants.{quant}.local")
-    m = re.search(r"-00001-of-(\d{5})\.gguf$", path.name)
-    sources = [path]
-    if m:
-        stem = path.name[: m.start()]
-        sources = [path.with_name(f"{stem}-{i:05d}-of-{m.group(1)}.gguf") for i in range(1, int(m.group(1)) + 1)]
+    sources = local_files(path)
+    if len(sources) > 1:
         missing = [s.name for s in sources if not s.is_file()]
         if missing:
             raise ConfigError(f"models.{model}.quants.{quant}.local: shards missing next to {path}: {missing}")

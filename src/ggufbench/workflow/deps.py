@@ -24,7 +24,7 @@ from pathlib import Path
 from ..core import paths
 from ..core.config import quantize_build
 from ..measure import runs
-from ..sources.registry import quant_kind
+from ..sources.registry import local_content, quant_kind
 
 # What a change to a config value read by a job does.
 MEASURED = "measured"    # in the job's params: a change reruns the job (and what depends on it)
@@ -149,6 +149,15 @@ def settings(config: dict, rule: str) -> dict:
             if effect != MEASURED and "{" not in key}
 
 
+def with_content(spec: dict) -> dict:
+    """A source spec as a param: a `local:` file's spec carries what the file is now (registry.local_content), so
+    one replaced in place reruns the job that links or reads it, and through its manifest or corpus record exactly
+    the cells measured from it; other kinds' specs are as configured."""
+    if "local" not in spec:
+        return spec
+    return {**spec, "local": {**spec["local"], "content": local_content(spec["local"]["path"])}}
+
+
 def read_shard_plan(path) -> dict:
     return json.loads(Path(path).read_text())["result"]
 
@@ -242,10 +251,10 @@ class Deps:
         if "synthetic" in src:  # a vocab given by name is looked up in the quantize build's llama.cpp source tree
             build = self.config["builds"][quantize_build(self.config, wildcards.model)]
             src = {"synthetic": {**src["synthetic"], "llama_source": build["source"]}}
-        return canonical(src)
+        return canonical(with_content(src))
 
     def quant_origin_spec(self, wildcards) -> dict:
-        return canonical(self.quant_origin(wildcards.model, wildcards.quant))
+        return canonical(with_content(self.quant_origin(wildcards.model, wildcards.quant)))
 
     def quantize_inputs(self, wildcards) -> dict:
         """The model's source file and the quantize build's record (not its llama-quantize: see run_inputs).
@@ -265,7 +274,7 @@ class Deps:
         return paths.path(paths.CORPUS_RECORD, corpus=corpus)
 
     def corpus_spec(self, wildcards) -> dict:
-        return canonical(self.config["corpora"][wildcards.corpus])
+        return canonical(with_content(self.config["corpora"][wildcards.corpus]))
 
     # --- result files ---------------------------------------------------------------------------------
 
@@ -286,6 +295,14 @@ class Deps:
     def bench_results(self) -> list[str]:
         return [paths.path(paths.BENCH, build=b, model=m, quant=q, strategy=s)
                 for b in self.builds for m in self.models for q in self.quants(m) for s in self.bench_strategies()]
+
+    def manifests(self) -> list[str]:
+        """Every quant's manifest: what the aggregate checks each record against (the file it measured is there)."""
+        return [self.manifest(m, q) for m in self.models for q in self.quants(m)]
+
+    def corpus_records(self) -> list[str]:
+        """The records of the corpora the PPL and KLD jobs measure on."""
+        return [self.corpus_json(c) for c in dict.fromkeys(s["corpus"] for s in (self.ppl, self.kld) if s)]
 
     def tune_results(self) -> list[str]:
         """One tuner job per build x model x quant x VRAM budget x served context (when `tuner:` is configured)."""

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from ggufbench.report import figures as F
 from ggufbench.report import page as R
 from ggufbench.report.rows import present
+from ggufbench.report.tables import write_table
 from tests.support.report_pages import REPO, RUNS, config_for, stored_tables
 from tests.unit.report.conftest import TABLES, full_tables, keep, no_table, study, two_models, without
 
@@ -43,7 +44,7 @@ def test_page_with_no_results_still_renders(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     for name in ("perplexity", "kld", "bench", "builds"):
-        pd.DataFrame().to_parquet(empty / f"{name}.parquet")
+        write_table(pd.DataFrame(), empty / f"{name}.parquet", name)  # as the aggregate writes an empty table
     figs = {k: tmp_path / "figures" / f"{k}.png" for k in F.FIGURES}
     F.make_figures({t: empty / f"{t}.parquet" for t in ("perplexity", "kld", "bench")}, figs)
     out = tmp_path / "summary.html"
@@ -92,6 +93,32 @@ def test_a_setting_that_does_not_fit_is_a_row_of_its_own_in_the_speed_table():
     measured = bench[bench["status"] == "measured"]
     assert (measured["vram_peak_delta_mib"] < 16384).all()
     assert sorted(measured["setting_n_cpu_moe"].dropna().unique()) == [16, 24, 32]
+
+
+@pytest.mark.faults
+def test_speeds_measured_on_a_loaded_machine_say_so_in_the_table_and_the_figure(tmp_path):
+    """Issue 25: tg128 93 -> 6.1 t/s under load was reported clean. A bench record as bench_job writes it (the
+    stored H200 run's), its calls' load as measure/load.py records it: a loaded call's row says LOADED with the
+    share, the table says how many, the figure draws it hollow; records made before load sampling say so."""
+    import json
+
+    from ggufbench.report.tables import bench_rows
+
+    folder = REPO / "tests/data/cuda-h200-study/bench"
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    assert "not measured" in R.speed_table(bench_rows(records))  # old records: no load columns
+    busy = {"available": True, "reason": "", "n_cpus": 16, "other_cpu_share": 0.85, "loadavg_max": 31.0}
+    for r in records:
+        for row in r["result"]["rows"]:
+            row.update(load=busy if r["params"]["strategy"] == "exps-cpu" else {**busy, "other_cpu_share": 0.02},
+                       loaded=r["params"]["strategy"] == "exps-cpu")
+    bench = bench_rows(records)
+    page = R.speed_table(bench)
+    n = page.count("LOADED: others took 85%")  # the exps-cpu settings (one per served context)
+    assert n >= 1 and "clean (2%)" in page and page.count('<tr class="loaded">') == n
+    assert f"{n} of " in page and "more than 10% of the CPUs" in page
+    F.speed(bench, tmp_path / "speed.png")
+    assert (tmp_path / "speed.png").stat().st_size > 0
 
 
 def test_the_paired_section_on_real_kld_runs(capture):

@@ -87,7 +87,7 @@ def test_bench_rows_of_two_llama_cpp_versions_write_one_flash_attn_type(tmp_path
     pyarrow refused the mixed column. Records as the older parser stored them, raw rows of the real captures."""
     import json
 
-    from ggufbench.report.tables import _write_parquet, bench_rows
+    from ggufbench.report.tables import bench_rows, write_table
     from tests.support import DATA
 
     records = []
@@ -97,4 +97,4 @@ def test_bench_rows_of_two_llama_cpp_versions_write_one_flash_attn_type(tmp_path
         records.append({"kind": "bench", "provenance": {"build": v}, "params": {}, "result": {"rows": rows}})
     df = bench_rows(records)
     assert sorted(set(df["flash_attn"])) == ["auto", "on"]
-    _write_parquet(df, tmp_path / "bench.parquet")
+    write_table(df, tmp_path / "bench.parquet", "bench")

@@ -1,0 +1,68 @@
+"""The workflow's own light outputs, checked when the DAG is built (rules/common.smk): the tables under
+results/tables, the figures and reports/summary.html.
+
+Snakemake reruns a job whose output is missing only when something downstream needs it to run: a table deleted
+or cut short under a report that is up to date, or a report cut short, gave "Nothing to be done". So before the DAG
+is built, each of these files is checked (a table: readable Parquet of its own kind, report/tables.table_problem; a
+figure: a whole PNG; the page: ends with </html>); a bad one is removed, and so is what was made from a missing or
+removed one, so that this very run makes them again. These files are cheap to make again and are never inputs of a
+measurement; records, manifests and logits are checked where they are read instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core import paths
+from ..report.tables import table_problem
+
+REPORT = Path("reports/summary.html")
+FIGURES = Path("reports/figures")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def _png_problem(path: Path) -> str | None:
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE) or not data.endswith(PNG_END):
+        return f"is not a whole PNG ({len(data):,} bytes, cut short or not a PNG)"
+    return None
+
+
+def _page_problem(path: Path) -> str | None:
+    tail = path.read_bytes()[-64:].rstrip()
+    return None if tail.endswith(b"</html>") else "does not end with </html> (cut short)"
+
+
+def repair(root: Path | str = ".", tables: tuple[str, ...] = (*paths.TABLES, "server")) -> list[str]:
+    """Remove bad or orphaned light outputs under root (the working directory); returns a line per file removed."""
+    root = Path(root)
+    notes = []
+
+    def remove(path: Path, why: str) -> None:
+        path.unlink()
+        notes.append(f"{path.relative_to(root)} {why}: removed it; this run makes it again")
+
+    broken_tables = []
+    for name in tables:
+        path = root / paths.table(name)
+        why = table_problem(path)
+        if why == "is missing":
+            broken_tables.append(name)
+        elif why is not None:
+            remove(path, why)
+            broken_tables.append(name)
+    quality = set(broken_tables) & {"perplexity", "kld", "bench"}  # what the figures are made from
+    for fig in sorted((root / FIGURES).glob("*.png")):
+        why = _png_problem(fig) or (f"was made from tables missing now ({', '.join(sorted(quality))})"
+                                    if quality else None)
+        if why:
+            remove(fig, why)
+    page = root / REPORT
+    if page.is_file():
+        why = _page_problem(page)
+        if why is None and broken_tables:
+            why = f"was made from tables missing now ({', '.join(broken_tables)})"
+        if why:
+            remove(page, why)
+    return notes
