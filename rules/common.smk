@@ -100,5 +100,12 @@ get_server_results = DEPS.server_results
 
 # Tables, figures and the page that are cut short, of another kind, or made from a table that is gone: removed
 # before the DAG is built, so this run makes them again (workflow/made.py; Snakemake alone says "Nothing to be done")
-for note in repair_made_outputs():
+RECORDS = {
+    "perplexity": get_perplexity_results(),
+    "kld": get_kld_results(),
+    "bench": get_bench_results(),
+    "tune": get_tune_results(),
+    "server": get_server_results(),
+}
+for note in repair_made_outputs(records=RECORDS):
     print(f"ggufbench: {note}", file=sys.stderr)

@@ -13,10 +13,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def snakemake(workdir: Path, *args: str, configfile: str | Path | None = None, timeout: int = 3600,
-              check: bool = True, max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+              check: bool = True, max_file_bytes: int | None = None,
+              snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
     """max_file_bytes: RLIMIT_FSIZE for snakemake and its jobs, a real write failure (EFBIG, "File too large")
-    for any file written past it, as a full disk gives ENOSPC."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    for any file written past it, as a full disk gives ENOSPC. snakefile: another checkout's (a fresh clone)."""
+    cmd = [*SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir)]
     if configfile:
         cmd += ["--configfile", str(configfile)]
     cmd += list(args)

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -367,6 +368,92 @@ def test_a_deleted_binary_re_measures_nothing_and_the_job_that_needs_it_puts_it_
     assert "llama-perplexity is missing: put back from the build cache" in log
     assert tool.read_bytes() == built
     assert json.loads((workdir / target).read_text())["result"]["ppl"] == before["result"]["ppl"]
+
+
+# What a code change or a copied working directory reruns (issue 25): no measurement -------------------------------
+
+def code_checkout(dest: Path) -> Path:
+    """This checkout's workflow as a fresh clone has it: the same files, every one newer than the demo's results
+    (Snakemake's code trigger reran every job whose script is newer than its output: the whole study)."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    for part in ("Snakefile", "rules", "scripts", "src", "config", "profiles"):
+        src, dst = REPO / part, dest / part
+        if src.is_dir():
+            shutil.copytree(src, dst, copy_function=shutil.copyfile,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copyfile(src, dst)
+    return dest / "Snakefile"
+
+
+@pytest.mark.faults
+def test_a_fresh_clone_and_a_copied_working_directory_re_measure_nothing(demo, tmp_path):
+    """The issue's case: a touched rule script, a fresh checkout or a copied working directory re-measured the
+    whole study (27-33 jobs here). A fresh checkout of the same code over the finished demo, and a copy of its
+    working directory (cp -a: mtimes kept), each with the new checkout: nothing at all to do."""
+    import shutil
+
+    workdir, _ = demo
+    snakefile = code_checkout(tmp_path / "clone")
+    dry = snakemake(workdir, "-n", "--cores", "1", "reports/summary.html", configfile=REPO / "config/demo.yaml",
+                    snakefile=snakefile)
+    assert _measuring(job_counts(dry.stdout)) == {}, dry.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)  # copy2: contents and mtimes, as cp -a or rsync -a
+    dry = snakemake(copy, "-n", "--cores", "1", "reports/summary.html", configfile=REPO / "config/demo.yaml",
+                    snakefile=snakefile)
+    assert _measuring(job_counts(dry.stdout)) == {}, dry.stdout
+
+
+@pytest.mark.faults
+def test_a_deleted_table_or_a_page_cut_short_is_made_again_by_a_plain_run(demo, tmp_path):
+    """The issue's cases: a table deleted under results/tables, the page cut short: "Nothing to be done". Now the
+    dry run names and removes them before the DAG is built (workflow/made.py) and lists the jobs that make them."""
+    workdir, _ = demo
+    (workdir / "results/tables/kld.parquet").unlink()
+    page = workdir / "reports/summary.html"
+    dry = snakemake(workdir, "-n", "--cores", "1", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    counts = job_counts(dry.stdout)
+    assert counts["aggregate"] == 1 and counts["summary_report"] == 1 and _measuring(counts) == {}
+    assert not page.exists() and "reports/summary.html was made from tables missing now (kld)" in dry.stderr
+    snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    text = page.read_text()
+    page.write_text(text[: len(text) // 2])
+    dry = snakemake(workdir, "-n", "--cores", "1", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    assert "does not end with </html> (cut short)" in dry.stderr
+    assert job_counts(dry.stdout)["summary_report"] == 1 and "aggregate" not in job_counts(dry.stdout)
+    snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    assert page.read_text().rstrip().endswith("</html>")
+
+
+@pytest.mark.faults
+def test_another_quants_record_at_this_path_is_refused_and_a_plain_rerun_measures_it(demo):
+    """The issue's case: a KLD record of Q8_0 copied to Q2_K's path went into the tables and the report, exit 0.
+    Now the aggregate removes it and fails naming it; a plain rerun measures Q2_K again (its own KLD)."""
+    import shutil
+    import time
+
+    workdir, _ = demo
+    kld = workdir / "results/kld/cpu/smollm2-135m"
+    own = json.loads((kld / "Q2_K_ctx512_kv-f16.json").read_text())["result"]["kld_mean"]
+    shutil.copyfile(kld / "Q8_0_ctx512_kv-f16.json", kld / "Q2_K_ctx512_kv-f16.json")
+    # (it is newer than the tables now: the aggregate runs; the record's own job sees nothing missing)
+    proc_start = time.time()
+    proc = snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml",
+                     check=False)
+    assert proc.returncode != 0
+    # the first job to read it refuses it: the aggregate, or a server check (whose candidates it would be among)
+    logs = "".join(p.read_text() for p in (workdir / "logs").rglob("*.log") if p.stat().st_mtime > proc_start)
+    assert "Q2_K_ctx512_kv-f16.json says quant 'Q8_0' where its path names 'Q2_K': removed it" in logs
+    assert not (kld / "Q2_K_ctx512_kv-f16.json").exists()
+    # the tables made from it are removed before the DAG is built (workflow/made.py), so the record is measured
+    counts = job_counts(snakemake(workdir, "-n", "--cores", "1", "reports/summary.html",
+                                  configfile=REPO / "config/demo.yaml").stdout)
+    assert _measuring(counts) == {"kld": 1}
+    snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=REPO / "config/demo.yaml")
+    assert json.loads((kld / "Q2_K_ctx512_kv-f16.json").read_text())["result"]["kld_mean"] == own
 
 
 # Last, because it changes the demo's Q2_K: a quant corrupted after it was made ---------------------------------

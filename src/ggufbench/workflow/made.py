@@ -2,11 +2,13 @@
 results/tables, the figures and reports/summary.html.
 
 Snakemake reruns a job whose output is missing only when something downstream needs it to run: a table deleted
-or cut short under a report that is up to date, or a report cut short, gave "Nothing to be done". So before the DAG
-is built, each of these files is checked (a table: readable Parquet of its own kind, report/tables.table_problem; a
-figure: a whole PNG; the page: ends with </html>); a bad one is removed, and so is what was made from a missing or
-removed one, so that this very run makes them again. These files are cheap to make again and are never inputs of a
-measurement; records, manifests and logits are checked where they are read instead.
+or cut short under a report that is up to date, a report cut short, or a result record deleted (or removed as
+untrustworthy by the job that read it) under tables that are up to date, gave "Nothing to be done". So before the
+DAG is built, each of these files is checked (a table: readable Parquet of its own kind, report/tables.table_problem;
+a figure: a whole PNG; the page: ends with </html>; a table's records: all there); a bad one is removed, and so is
+what was made from a missing or removed one, so that this very run makes them again (and measures a missing record
+again). These files are cheap to make again and are never inputs of a measurement; records, manifests and logits
+are checked where they are read instead.
 """
 
 from __future__ import annotations
@@ -34,25 +36,19 @@ def _page_problem(path: Path) -> str | None:
     return None if tail.endswith(b"</html>") else "does not end with </html> (cut short)"
 
 
-def repair(root: Path | str = ".", tables: tuple[str, ...] = (*paths.TABLES, "server")) -> list[str]:
-    """Remove bad or orphaned light outputs under root (the working directory); returns a line per file removed."""
+def repair(root: Path | str = ".", records: dict[str, list] | None = None,
+           tables: tuple[str, ...] = (*paths.TABLES, "server")) -> list[str]:
+    """Remove bad or orphaned light outputs under root (the working directory); returns a line per file removed.
+    records: {table: the result records it is made from} (a table whose records are not all there is removed)."""
     root = Path(root)
-    notes = []
+    notes: list[str] = []
 
     def remove(path: Path, why: str) -> None:
         path.unlink()
         notes.append(f"{path.relative_to(root)} {why}: removed it; this run makes it again")
 
-    broken_tables = []
-    for name in tables:
-        path = root / paths.table(name)
-        why = table_problem(path)
-        if why == "is missing":
-            broken_tables.append(name)
-        elif why is not None:
-            remove(path, why)
-            broken_tables.append(name)
-    quality = set(broken_tables) & {"perplexity", "kld", "bench"}  # what the figures are made from
+    broken = _check_tables(root, records or {}, tables, remove)
+    quality = set(broken) & {"perplexity", "kld", "bench"}  # what the figures are made from
     for fig in sorted((root / FIGURES).glob("*.png")):
         why = _png_problem(fig) or (f"was made from tables missing now ({', '.join(sorted(quality))})"
                                     if quality else None)
@@ -60,9 +56,23 @@ def repair(root: Path | str = ".", tables: tuple[str, ...] = (*paths.TABLES, "se
             remove(fig, why)
     page = root / REPORT
     if page.is_file():
-        why = _page_problem(page)
-        if why is None and broken_tables:
-            why = f"was made from tables missing now ({', '.join(broken_tables)})"
+        why = _page_problem(page) or (f"was made from tables missing now ({', '.join(broken)})" if broken else None)
         if why:
             remove(page, why)
     return notes
+
+
+def _check_tables(root: Path, records: dict[str, list], tables: tuple[str, ...], remove) -> list[str]:
+    """The tables that are missing or were removed (cut short, of another kind, made from records now gone)."""
+    broken = []
+    for name in tables:
+        path = root / paths.table(name)
+        why = table_problem(path)
+        gone = [r for r in records.get(name, []) if not (root / r).exists()]
+        if why is None and gone:
+            why = f"was made from records missing now ({gone[0]}{f' and {len(gone) - 1} more' if gone[1:] else ''})"
+        if why is not None:
+            if why != "is missing":
+                remove(path, why)
+            broken.append(name)
+    return broken

@@ -66,6 +66,22 @@ def test_a_damaged_or_orphaned_output_is_removed_with_what_was_made_from_it(tmp_
 
 
 @pytest.mark.faults
+def test_tables_made_from_a_record_that_is_gone_are_removed(tmp_path):
+    """A result record deleted (or removed by the job that found it untrustworthy) under tables that are up to
+    date: Snakemake said "Nothing to be done"; the tables made from it go, so the run measures it again."""
+    finished(tmp_path)
+    record = "results/kld/cpu/m/Q2_K_ctx512_kv-f16.json"
+    (tmp_path / record).parent.mkdir(parents=True)
+    (tmp_path / record).write_text("{}")
+    assert repair(tmp_path, records={"kld": [record]}) == []
+    (tmp_path / record).unlink()
+    notes = repair(tmp_path, records={"kld": [record]})
+    assert notes[0] == f"results/tables/kld.parquet was made from records missing now ({record}): removed it; this " \
+                       "run makes it again"
+    assert not (tmp_path / "reports/summary.html").exists()
+
+
+@pytest.mark.faults
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(min_value=0, max_value=10_000))
 def test_any_truncation_of_a_table_is_caught(tmp_path_factory, cut):
