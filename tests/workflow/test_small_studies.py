@@ -99,3 +99,44 @@ def test_speed_only(demo, tmp_path):
     assert "Pick: the fastest at generation (tg median)" in text
     assert "No perplexity or KLD results in this run" in text
     assert "No perplexity results in this run: the KV-cache matrix needs perplexity:" in text
+
+
+@pytest.mark.faults
+def test_a_local_gguf_or_corpus_replaced_in_place_reruns_exactly_its_cells(demo, tmp_path):
+    """The issue's case: a `local:` GGUF or corpus replaced in place gave "Nothing to be done" and the old numbers
+    stayed. Each job that links a local file takes what it holds now (size and sha256, hashed again only when size
+    or mtime moved): a file touched reruns nothing; a file replaced reruns exactly what was measured from it."""
+    import shutil
+
+    from tests.support.workflow import job_counts
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    quants = {q: str(shutil.copyfile(gguf(demo, q), disk / f"mine-{q}.gguf")) for q in ("Q8_0", "Q2_K")}
+    corpus = disk / "corpus.txt"
+    corpus.write_bytes((demo[0] / "results/data/pydocs/corpus.txt").read_bytes())
+    local = {"corpora": {"pydocs": {"local": {"path": str(corpus)}}}}
+    workdir, _ = run_study(demo, tmp_path, quants, "Q8_0", perplexity=PPL, report={"title": "mine"}, **local)
+    cfg = tmp_path / "study.yaml"
+
+    def dry() -> dict:
+        out = snakemake(workdir, "-n", "--cores", "1", "reports/summary.html", configfile=cfg).stdout
+        counts = job_counts(out)
+        return {rule: n for rule, n in counts.items() if rule not in ("total", "all")}
+
+    assert dry() == {}
+    for path in (*quants.values(), corpus):  # touched, same bytes: nothing
+        Path(path).touch()
+    assert dry() == {}
+    shutil.copyfile(gguf(demo, "Q4_K_M"), quants["Q2_K"])  # Q2_K's file replaced: its cells, nothing else
+    counts = dry()
+    assert {r: n for r, n in counts.items() if r in ("local_gguf", "perplexity", "llama_bench")} == {
+        "local_gguf": 1, "perplexity": 1, "llama_bench": 1}, counts
+    snakemake(workdir, "--cores", "2", "reports/summary.html", configfile=cfg)
+    ppl = table(workdir, "perplexity").set_index("quant")
+    assert ppl.loc["Q2_K", "file_sha256"] == __import__("hashlib").sha256(Path(quants["Q2_K"]).read_bytes()).hexdigest()
+    with corpus.open("a") as f:  # the corpus replaced: every cell measured on it, no GGUF re-linked
+        f.write("\n = appended = \n\nA paragraph the old numbers never saw, written after the run.\n")
+    counts = dry()
+    assert {r: n for r, n in counts.items() if r in ("make_corpus", "perplexity", "local_gguf", "llama_bench")} == {
+        "make_corpus": 1, "perplexity": 2}, counts

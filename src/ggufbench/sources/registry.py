@@ -14,6 +14,8 @@ An unknown kind is refused naming the kinds there are.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError, ToolFailed
-from ..core.io import atomic_path, sha256_file, symlink
+from ..core.io import atomic_path, sha256_file, symlink, write_json
 from ..core.job import Job
 from ..llamacpp.gguf import check_gguf
 from ..llamacpp.quantize import quantize
@@ -61,6 +63,10 @@ def _known(name: str, table: dict, key: str):
     if name not in table:
         raise ConfigError(f"{key}: unknown kind {name!r}; known: {', '.join(table)}")
     return table[name]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def quant_kind(name: str) -> QuantKind:
@@ -147,14 +153,29 @@ def local_files(path: str | Path) -> list[Path]:
     return [path.with_name(f"{stem}-{i:05d}-of-{m.group(1)}.gguf") for i in range(1, int(m.group(1)) + 1)]
 
 
-def local_content(path: str | Path) -> list[list]:
-    """What a file on disk is now, cheaply: [name, size, mtime_ns] of it (and of every shard). A job that links it
-    takes this as a param, so a file replaced in place reruns that job; its manifest's sha256 then decides
-    whether anything measured from it is measured again (Snakemake compares a rewritten input's checksum)."""
+CONTENT_STAMPS = Path("results/.local-content")  # in the working directory: what each local file was last hashed as
+
+
+def local_content(path: str | Path, stamps: Path = CONTENT_STAMPS) -> list[list]:
+    """What a file on disk holds now: [name, size, sha256] of it (and of every shard). The sha256 is computed again
+    only when the file's size or mtime moved since it was last hashed (a stamp per file under `stamps`), so the
+    usual cost is a stat. A job that links or reads the file takes this as a param: a file replaced in place reruns
+    it and what was measured from it; a file only touched reruns nothing."""
     out = []
     for p in local_files(path):
-        st = p.stat() if p.exists() else None
-        out.append([p.name, st.st_size if st else None, st.st_mtime_ns if st else None])
+        if not p.is_file():
+            out.append([p.name, None, None])
+            continue
+        st = p.stat()
+        stamp = stamps / f"{sha256_text(str(p.resolve()))[:24]}.json"
+        try:
+            seen = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        if seen.get("stat") != [st.st_size, st.st_mtime_ns]:
+            seen = {"path": str(p.resolve()), "stat": [st.st_size, st.st_mtime_ns], "sha256": sha256_file(p)}
+            write_json(stamp, seen)
+        out.append([p.name, st.st_size, seen["sha256"]])
     return out
 
 

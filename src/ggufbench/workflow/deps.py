@@ -150,9 +150,10 @@ def settings(config: dict, rule: str) -> dict:
 
 
 def with_content(spec: dict) -> dict:
-    """A source spec as a param: a `local:` file's spec carries what the file is now (registry.local_content), so
-    one replaced in place reruns the job that links or reads it, and through its manifest or corpus record exactly
-    the cells measured from it; other kinds' specs are as configured."""
+    """A source spec as a param: a `local:` file's spec carries what the file holds now (registry.local_content:
+    size and sha256, hashed again only when size or mtime moved), so one replaced in place reruns the job that links
+    or reads it and exactly the cells measured from it, and one only touched reruns nothing; other kinds' specs are
+    as configured."""
     if "local" not in spec:
         return spec
     return {**spec, "local": {**spec["local"], "content": local_content(spec["local"]["path"])}}
