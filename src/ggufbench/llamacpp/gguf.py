@@ -414,6 +414,25 @@ class _Fields:
         return len(value)
 
 
+def tokenizer(path: str | Path) -> dict:
+    """The tokenizer a GGUF carries, typed: model (text), tokens (a list of bytes), token_type (one integer per
+    token, or None), add_bos (bool), bos_id (int or None); a key of the wrong type is a BadGguf naming it."""
+    head = _read(path)
+    f = _Fields(path, head)
+    key = "tokenizer.ggml.tokens"
+    tokens, t, sub = head.kv.get(key, (None, None, None))
+    if tokens is not None and (t != 9 or sub != 8):
+        raise f.bad(key, f"is {_kind(t, sub)}, expected an array of strings")
+    types = f.per_layer("tokenizer.ggml.token_type", len(tokens)) if tokens is not None else None
+    if types is not None and not isinstance(types, list):
+        raise f.bad("tokenizer.ggml.token_type", "is one integer, expected one per token")
+    add_bos = head.kv.get("tokenizer.ggml.add_bos_token", (False, 7, None))
+    if add_bos[1] != 7:
+        raise f.bad("tokenizer.ggml.add_bos_token", f"is {_kind(add_bos[1], add_bos[2])}, expected a bool")
+    return {"model": f.text("tokenizer.ggml.model"), "tokens": tokens or [], "token_type": types,
+            "add_bos": bool(add_bos[0]), "bos_id": f.integer("tokenizer.ggml.bos_token_id")}
+
+
 def gguf_metadata(path: str | Path) -> dict:
     """Architecture, vocabulary size and parameter/tensor counts, from the metadata alone (read_kv)."""
     return _metadata(path, _read(path))

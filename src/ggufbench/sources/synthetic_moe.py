@@ -37,7 +37,7 @@ import numpy as np
 
 from ..core.errors import ConfigError, GgufbenchError
 from ..core.io import atomic_path, sha256_file
-from ..llamacpp.gguf import read_kv
+from ..llamacpp.gguf import read_kv, tokenizer
 
 ARCHS = ("qwen3moe", "qwen35moe")
 DTYPES = {"F16": np.float16, "F32": np.float32}
@@ -294,9 +294,9 @@ def read_tokenizer(vocab_gguf: str | Path, n_vocab: int | None = None) -> Tokeni
     kv = read_kv(path)
     tok = Tokenizer(path)
     tok.fields = [(k, v, t, sub) for k, (v, t, sub) in kv.items() if k.startswith("tokenizer.")]
-    if "tokenizer.ggml.tokens" not in kv:
+    tok.n_vocab = len(tokenizer(path)["tokens"])  # typed: tokens that are not an array of strings are named
+    if not tok.n_vocab:
         raise ConfigError(f"{path} has no tokenizer.ggml.tokens: not a GGUF with a vocabulary")
-    tok.n_vocab = len(kv["tokenizer.ggml.tokens"][0])
     return pad_tokenizer(tok, n_vocab)
 
 

@@ -581,3 +581,30 @@ def test_random_damage_ends_in_a_result_or_bad_gguf(changes):
             assert peak < 4 * MIB, f"{read.__name__} allocated {peak:,} bytes: {result!r}"
             if isinstance(result, BadGguf):
                 assert str(result).startswith(f"{path}"), result
+
+
+def tokens(*names: str) -> bytes:
+    return kv("tokenizer.ggml.tokens", GGUFValueType.ARRAY,
+              struct.pack("<IQ", GGUFValueType.STRING, len(names)) + b"".join(string(n) for n in names))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("entries", "why"), [
+    ((u32("tokenizer.ggml.tokens", 5),), r"'tokenizer.ggml.tokens' at byte [\d,]+ is .*expected an array of strings"),
+    ((tokens("a", "b"), array("tokenizer.ggml.token_type", "<I", [1])),
+     r"'tokenizer.ggml.token_type' .* has 1 item, expected one per"),
+    ((tokens("a"), u32("tokenizer.ggml.model", 7)), r"'tokenizer.ggml.model' .* expected a string"),
+])
+def test_a_tokenizer_of_the_wrong_type_is_named(tmp_path, entries, why):
+    """The readers of a GGUF's vocabulary (sharded KLD's read_vocab, the synthetic model's tokenizer copy) get typed
+    keys: a scalar for the token list, a token_type list of another length, a numeric model name are one BadGguf
+    (they were a raw TypeError or ValueError)."""
+    from ggufbench.llamacpp.gguf import tokenizer
+    from ggufbench.measure.shards.text import read_vocab
+
+    path = tmp_path / "v.gguf"
+    path.write_bytes(crafted(*entries))
+    with pytest.raises(BadGguf, match=why):
+        tokenizer(path)
+    with pytest.raises(BadGguf, match=why):
+        read_vocab(path)

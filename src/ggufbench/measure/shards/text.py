@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import ConfigError, ToolFailed
-from ...llamacpp.gguf import read_kv
+from ...llamacpp.gguf import tokenizer
 
 # --- shard texts from the tokenizer's pieces -------------------------------------------------------------
 
@@ -38,16 +38,12 @@ def read_vocab(gguf_path: str | Path) -> Vocab:
     """Each token's text piece from the GGUF's tokenizer, as llama.cpp's token_to_piece gives it for a
     plain-text corpus (control tokens print nothing). Reads only the metadata (models.read_kv: a 248K-token
     vocabulary in about a second, where GGUFReader takes ten)."""
-    kv = read_kv(gguf_path)
-
-    def get(name, default=None):
-        return kv[name][0] if name in kv else default
-
-    model = get("tokenizer.ggml.model", b"").decode()
-    tokens = [t.decode("utf-8", errors="surrogateescape") for t in get("tokenizer.ggml.tokens") or []]
+    tok = tokenizer(gguf_path)  # typed: a key of the wrong type is named (gguf.BadGguf)
+    model = tok["model"] or ""
+    tokens = [t.decode("utf-8", errors="surrogateescape") for t in tok["tokens"]]
     if not tokens:
         raise ToolFailed(f"{gguf_path} has no tokenizer.ggml.tokens: sharded KLD needs the model's vocabulary")
-    types = get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    types = tok["token_type"] or [1] * len(tokens)
     pieces: list[bytes] = []
     if model == "gpt2":
         dec = _gpt2_byte_decoder()
@@ -65,7 +61,7 @@ def read_vocab(gguf_path: str | Path) -> Vocab:
         raise ConfigError(f"kld.mode: sharded cuts shard texts from the tokenizer's pieces, and {gguf_path} has a "
                           f"'{model}' tokenizer; only gpt2 (byte-level BPE) tokenizers re-tokenize them to the same "
                           "ids: use kld.mode: chunks for this model")
-    return Vocab(model, pieces, bool(get("tokenizer.ggml.add_bos_token", False)), get("tokenizer.ggml.bos_token_id"))
+    return Vocab(model, pieces, tok["add_bos"], tok["bos_id"])
 
 
 CONTROL, USER_DEFINED = 3, 4  # llama_token_type values
