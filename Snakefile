@@ -31,6 +31,7 @@ else:
     include: "rules/kld.smk"
 
 
+include: "rules/tasks.smk"
 include: "rules/bench.smk"
 include: "rules/report.smk"
 include: "rules/server.smk"
@@ -46,6 +47,7 @@ rule all:
 # corpus and model-source fetches also need the network, which compute nodes often lack.
 localrules:
     make_corpus,
+    make_task_set,
     fetch_model_source,
     aggregate,
     server_table,

@@ -41,6 +41,7 @@ wildcard_constraints:
     strategy="[A-Za-z0-9._+-]+",
     budget="[0-9]+(\\.[0-9]+)?",
     shard="[0-9]+",
+    taskset="[A-Za-z0-9._+-]+",
 
 
 def quant_manifest(kind):
@@ -65,6 +66,9 @@ kld_shard_disk_mb = DEPS.kld_shard_disk_mb
 bench_strategy_spec = DEPS.bench_strategy_spec
 model_quants = DEPS.model_quants
 recommend_config = DEPS.recommend_config
+task_set_spec = DEPS.task_set_spec
+task_scoring = DEPS.task_scoring
+task_noise_floor = DEPS.task_noise_floor
 
 # --- inputs -----------------------------------------------------------------------------------------
 perplexity_inputs = DEPS.perplexity_inputs
@@ -74,6 +78,8 @@ kld_shard_plan_inputs = DEPS.kld_shard_plan_inputs
 kld_shard_inputs = DEPS.kld_shard_inputs
 bench_inputs = DEPS.bench_inputs
 server_check_inputs = DEPS.server_check_inputs
+task_set_inputs = DEPS.task_set_inputs
+task_score_inputs = DEPS.task_score_inputs
 get_build_json = DEPS.build_json
 
 
@@ -96,6 +102,8 @@ get_kld_results = DEPS.kld_results
 get_bench_results = DEPS.bench_results
 get_tune_results = DEPS.tune_results
 get_server_results = DEPS.server_results
+get_task_results = DEPS.task_results
+get_task_noise_floor_results = DEPS.task_noise_floor_results
 
 
 # Tables, figures and the page that are cut short, of another kind, or made from a table that is gone: removed
@@ -106,6 +114,8 @@ RECORDS = {
     "bench": get_bench_results(),
     "tune": get_tune_results(),
     "server": get_server_results(),
+    "tasks": get_task_results() + get_task_noise_floor_results(),
+    "task_questions": get_task_results() + get_task_noise_floor_results(),
 }
 for note in repair_made_outputs(records=RECORDS):
     print(f"ggufbench: {note}", file=sys.stderr)

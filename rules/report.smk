@@ -7,6 +7,7 @@ rule aggregate:
         kld=get_kld_results(),
         bench=get_bench_results(),
         tune=get_tune_results(),
+        tasks=get_task_results() + get_task_noise_floor_results(),
         builds=expand(paths.BUILD_RECORD, build=BUILDS),
         # what each record must have measured: the build, the quant's file and the corpus that are there now
         manifests=DEPS.manifests(),
@@ -18,6 +19,8 @@ rule aggregate:
         tune=paths.table("tune"),
         builds=paths.table("builds"),
         chunks=paths.table("chunks"),
+        tasks=paths.table("tasks"),
+        task_questions=paths.table("task_questions"),
     log:
         "logs/report/aggregate.log",
     conda:
@@ -25,6 +28,8 @@ rule aggregate:
     params:
         # how llama-bench's repetitions are summarised: changing it re-aggregates, measures nothing anew
         bench_summary=DEPS.bench_summary(),
+        # each model's baseline cell of the task passes: the flips are counted against it
+        task_baselines=DEPS.task_baselines(),
         code=DEPS.code("aggregate"),  # the tables are made again when the code that makes them changes
     script:
         "../scripts/aggregate.py"
@@ -35,6 +40,7 @@ rule figures:
         perplexity=rules.aggregate.output.perplexity,
         kld=rules.aggregate.output.kld,
         bench=rules.aggregate.output.bench,
+        tasks=rules.aggregate.output.tasks,
     output:
         # one question each (src/ggufbench/report/figures.py FIGURES); the keys are the figure names the script makes
         kld_vs_size=report(
@@ -54,6 +60,12 @@ rule figures:
             caption="../docs/report/kv_heatmap.rst",
             category="Quality",
             labels={"figure": "KV type x context"},
+        ),
+        flips_vs_kld=report(
+            "reports/figures/flips_vs_kld.png",
+            caption="../docs/report/flips_vs_kld.rst",
+            category="Quality",
+            labels={"figure": "flips vs KLD"},
         ),
         kld_percentiles=report(
             "reports/figures/kld_percentiles.png",

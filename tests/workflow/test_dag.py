@@ -11,11 +11,12 @@ def test_demo_dag_is_complete(tmp_path):
     out = snakemake(tmp_path, "-n", "--cores", "2", configfile=REPO / "config/demo.yaml").stdout
     counts = job_counts(out)
     # 4 quants x 2 KV types x 2 contexts = 16 PPL cells; the 8 at ctx 512 come from the baseline pass and the
-    # 7 KLD runs (4 quants x 2 KV types, less F16 with f16 KV: that is the baseline pass); 4 llama-bench; a server
+    # 7 KLD runs (4 quants x 2 KV types, less F16 with f16 KV: that is the baseline pass); 6 llama-bench (4 quants
+    # by default, and -b/-ub 4096 and no-mmap on Q4_K_M, the quant the claims are read on); a server
     # check per VRAM budget (2) at the one served context
     assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 4,
-                      "kld_base": 1, "llama_bench": 4, "perplexity": 8, "kld": 7, "aggregate": 1, "figures": 1,
-                      "server_check": 2, "server_table": 1, "summary_report": 1, "all": 1, "total": 34}
+                      "kld_base": 1, "llama_bench": 6, "perplexity": 8, "kld": 7, "aggregate": 1, "figures": 1,
+                      "server_check": 2, "server_table": 1, "summary_report": 1, "all": 1, "total": 36}
 
 
 def test_demo_is_the_default_config(tmp_path):
@@ -31,9 +32,12 @@ def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
     assert counts["download_gguf"] == 5
     assert counts["perplexity"] == 15
     assert counts["kld"] == 14 and counts["kld_base"] == 1
-    # llama-bench: 5 quants x 5 offload strategies; the tuner: 5 quants x 2 VRAM budgets x 2 contexts; a server
-    # check per report budget (12, 16, 24 GiB) and context
-    assert counts["llama_bench"] == 25
+    # llama-bench: 5 quants x 11 offload strategies (the 5 offloads; the study's C7 and its mmap twin, the layer
+    # split, -b/-ub 4096 beside n-cpu-moe and both fits: issue 28); the tuner: 5 quants x 2 VRAM budgets x 2
+    # contexts; a server check per report budget (12, 16, 24 GiB) and context
+    assert counts["llama_bench"] == 55
+    assert "results/bench/cuda/qwen3.5-35b-a3b/Q4_K_M/c7.json" in out
+    assert "results/bench/cuda/qwen3.5-35b-a3b/Q4_K_M/layer-split.json" in out
     assert counts["tune_offload"] == 20
     assert counts["server_check"] == 6 and counts["server_table"] == 1
     assert "quantize_gguf" not in counts

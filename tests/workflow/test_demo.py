@@ -87,8 +87,13 @@ def test_bench_table(demo):
     workdir, _ = demo
     bench = pd.read_parquet(workdir / "results/tables/bench.parquet")
     # at the served context (bench.contexts [1024]): the KV cache filled to 1024 - 512 before both tests
-    assert sorted(zip(bench["quant"], bench["test"], strict=True)) == sorted(
-        (q, t) for q in QUANTS for t in ("pp512 @ d512", "tg128 @ d512"))
+    assert sorted(zip(bench["quant"], bench["test"], bench["strategy"], strict=True)) == sorted(
+        [(q, t, "default") for q in QUANTS for t in ("pp512 @ d512", "tg128 @ d512")]
+        + [("Q4_K_M", t, s) for t in ("pp512 @ d512", "tg128 @ d512") for s in ("b4096", "no-mmap")])
+    # each strategy as llama-bench reports it: -b/-ub 4096, the load mode none (0c1e570's --no-mmap)
+    by = bench.set_index("strategy")
+    assert set(zip(by.loc["b4096", "n_batch"], by.loc["b4096", "n_ubatch"], strict=True)) == {(4096, 4096)}
+    assert set(by.loc["no-mmap", "load_mode"]) == {"none"} and set(by.loc["default", "load_mode"]) == {"auto"}
     assert (bench["setting_context"] == 1024).all() and (bench["status"] == "measured").all()
     _finite(bench, ["avg_ts", "median_ts", "min_ts", "max_ts"])
     assert (bench["avg_ts"] > 0).all()
@@ -126,6 +131,20 @@ def test_the_recommended_server_commands_started_and_answered(demo):
     html = (workdir / "reports/summary.html").read_text()
     assert html.count("<pre class='cmd'><code>results/builds/cpu/bin/llama-server") == 2
     assert "started in" in html
+
+
+def test_the_studys_claims_a_cpu_can_check(demo):
+    """The report's section "The study's claims, measured": the -b/-ub 4096 and --no-mmap rows measured on this CPU,
+    with a verdict; the claims about device memory and offload say they need a GPU."""
+    workdir, _ = demo
+    html = (workdir / "reports/summary.html").read_text()
+    section = html[html.index('<section id="claims">'):]
+    section = section[:section.index("</section>")]
+    assert 'id="claims-cpu-smollm2-135m-1024"' in section and section.count("<td>needs a GPU</td>") == 5
+    for claim in ("make prompt processing faster", "“--no-mmap gives consistent performance”"):
+        row = section[section.index(claim):]
+        row = row[:row.index("</tr>")]
+        assert any(f"<td>{v}</td>" in row for v in ("holds", "does not hold", "not resolved")), row
 
 
 def test_chunks_and_paired_comparisons(demo):
@@ -236,9 +255,9 @@ def test_adding_a_build_runs_only_that_builds_jobs(demo, tmp_path):
     config["builds"]["cpu-noavx512"] = {**config["builds"]["cpu"], "cmake_args": ["-DGGML_AVX512=OFF"]}
     counts, builds = _dry_run_jobs(workdir, config, tmp_path)
     assert builds == {"cpu-noavx512"}
-    assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 7, "perplexity": 8, "llama_bench": 4,
+    assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 7, "perplexity": 8, "llama_bench": 6,
                       "aggregate": 1, "figures": 1, "server_check": 2, "server_table": 1, "summary_report": 1,
-                      "total": 27}
+                      "total": 29}
 
 
 def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
@@ -316,7 +335,7 @@ def test_demo_report_in_chromium(demo, tmp_path, capsys):
     assert problems == []
     assert len(info["imgs"]) == 7 and all(i["complete"] and i["w"] > 0 for i in info["imgs"])
     rows = {t["id"]: t["rows"] for t in info["tables"]}
-    assert rows["scoreboard-cpu-smollm2-135m"] == len(QUANTS)
+    assert rows["scoreboard-cpu-smollm2-135m"] == len(QUANTS) and rows["claims-cpu-smollm2-135m-1024"] == 9
     assert any("No VRAM measured" in e for e in info["empty"])
 
 

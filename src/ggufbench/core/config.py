@@ -88,6 +88,14 @@ def _bench_contexts(config: dict) -> list[str]:
     return problems
 
 
+def _strategy_quants(config: dict) -> list[str]:
+    """A strategy measured on some quants names quants the models have."""
+    known = {q for m in config["models"].values() for q in m["quants"]}
+    strategies = (config.get("bench") or {}).get("strategies") or {}
+    return [f"bench.strategies.{name}.quants: {q!r} is not a quant of any model ({', '.join(sorted(known))})"
+            for name, spec in strategies.items() for q in spec.get("quants") or [] if q not in known]
+
+
 def _quantized_v_without_flash_attention(config: dict) -> list[str]:
     """llama.cpp refuses a quantized V cache without Flash Attention ("quantized V cache was requested, but this
     requires Flash Attention", src/llama-context.cpp); the tool then only says "failed to create context"."""
@@ -125,6 +133,26 @@ def _local_paths(config: dict):
     for name, corpus in config["corpora"].items():
         if "local" in corpus:
             yield f"corpora.{name}.local.path", corpus["local"]["path"]
+    yield from _task_set_paths(config)
+
+
+def _task_set_paths(config: dict):
+    for name, spec in ((config.get("tasks") or {}).get("sets") or {}).items():
+        if "local" in spec:
+            yield f"tasks.sets.{name}.local.path", spec["local"]["path"]
+
+
+def _task_sets(config: dict) -> list[str]:
+    """A cloze set names a corpus; tasks.quants names quants some model has (the baseline is always scored)."""
+    tasks = config.get("tasks") or {}
+    corpora = config["corpora"]
+    problems = [f"tasks.sets.{name}.cloze.corpus: {spec['cloze']['corpus']!r} is not a key of corpora "
+                f"({', '.join(corpora)})" for name, spec in (tasks.get("sets") or {}).items()
+                if "cloze" in spec and spec["cloze"]["corpus"] not in corpora]
+    known = {q for model in config["models"].values() for q in model["quants"]}
+    problems += [f"tasks.quants: {q!r} is a quant of no model ({', '.join(sorted(known))})"
+                 for q in tasks.get("quants") or [] if q not in known]
+    return problems
 
 
 def _numbers(config: dict) -> list[str]:
@@ -195,8 +223,8 @@ def _property(node: dict, name) -> dict | None:
 
 
 # One check per concern, in the order their lines are reported.
-CHECKS = (_models, _missing_files, _quality_corpora, _kld_mode, _chunks_by_ctx, _bench_contexts,
-          _quantized_v_without_flash_attention, _numbers)
+CHECKS = (_models, _missing_files, _quality_corpora, _kld_mode, _chunks_by_ctx, _bench_contexts, _strategy_quants,
+          _quantized_v_without_flash_attention, _numbers, _task_sets)
 
 
 def kv_pair(kv: str) -> tuple[str, str]:

@@ -32,8 +32,15 @@ BENCH = "results/bench/{build}/{model}/{quant}/{strategy}.json"
 TUNE = "results/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.json"
 SERVER = "results/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.json"
 
+# task sets (tasks.sets: made once, every build reads them) and the multiple-choice passes over them
+TASK_SET = "results/tasks/sets/{taskset}/tasks.bin"
+TASK_SET_RECORD = "results/tasks/sets/{taskset}/tasks.json"
+TASKS = "results/tasks/{build}/{model}/{taskset}/{quant}_kv-{kv}.json"
+TASKS_NOISE_FLOOR = "results/tasks/{build}/{model}/{taskset}/noise-floor/{quant}_kv-{kv}.json"
+
 TABLE = "results/tables/{name}.parquet"
-TABLES = ("perplexity", "kld", "bench", "tune", "builds", "chunks")  # what rule aggregate writes; server.parquet apart
+TABLES = ("perplexity", "kld", "bench", "tune", "builds", "chunks", "tasks",
+          "task_questions")  # what rule aggregate writes; server.parquet apart
 
 
 def path(template: str, **fields) -> str:

@@ -21,9 +21,11 @@ from .io import made_here, read_json
 
 # The record templates, their stage, and where each path field is in the record.
 STAGES = {paths.PERPLEXITY: "perplexity", paths.KLD: "kld", paths.KLD_BASE: "kld_base", paths.BENCH: "bench",
-          paths.TUNE: "tune", paths.SERVER: "server", paths.KLD_SHARD: "kld_shard"}
+          paths.TUNE: "tune", paths.SERVER: "server", paths.KLD_SHARD: "kld_shard", paths.TASKS: "tasks",
+          paths.TASKS_NOISE_FLOOR: "tasks"}
 FIELDS = {"build": ("provenance", "build"), "model": ("provenance", "model"), "quant": ("provenance", "quant"),
-          "kv": ("params", "kv"), "strategy": ("params", "strategy"), "budget": ("params", "budget_gib")}
+          "kv": ("params", "kv"), "strategy": ("params", "strategy"), "budget": ("params", "budget_gib"),
+          "taskset": ("params", "task_set")}
 # ctx: the pass's context (params.ctx), or the served context of a tuner job or server check (params.context)
 CTX_KEY = {"tune": "context", "server": "context"}
 

@@ -1,6 +1,10 @@
 """Command lines of llama.cpp's tools, built from the workflow's settings: llama-perplexity's common flags,
 llama-bench's offload flags and calls, llama-server's flags for a measured setting. Each takes the build's record,
-so the flags are the ones that build's llama.cpp takes (features.py: -fa's form, whether --fit exists)."""
+so the flags are the ones that build's llama.cpp takes (features.py: -fa's form, whether --fit exists, how "no
+mmap" is spelled).
+
+A measured setting (measure/bench_calls.py: offload, KV types, -b/-ub, no_mmap, threads) makes both the llama-bench
+call that measures it and the llama-server command the report proves, so the command is the measured setting."""
 
 from __future__ import annotations
 
@@ -8,7 +12,14 @@ import shlex
 from pathlib import Path
 
 from ..core.config import kv_pair
-from .features import features, flash_attn_args, require_bench_n_cpu_moe, require_cache_types, require_fit
+from .features import (
+    features,
+    flash_attn_args,
+    no_mmap_args,
+    require_bench_n_cpu_moe,
+    require_cache_types,
+    require_fit,
+)
 
 
 def perplexity_args(tool: str | Path, model: Path, *, build: dict, ctx: int, kv: str, threads: int, run: dict) -> list:
@@ -47,7 +58,8 @@ def depths(bench: dict, context: int | None) -> list[int]:
 
 def bench_cmd(tool, model, *, bench: dict, inv: dict, threads: list[int], build: dict, run: dict) -> list:
     """The llama-bench call for one invocation (bench jobs) or one probe (the tuner): bench is the bench section
-    (prompt, gen, repetitions, depth, extra_args), inv the call's setting."""
+    (prompt, gen, repetitions, depth, extra_args), inv the call's setting; a strategy's own thread counts (inv
+    threads) replace the bench's."""
     if "fit_target" in inv:
         require_fit(build, f"bench strategy {inv.get('strategy', '--fit')!r}")
     if "n_cpu_moe" in inv:
@@ -58,12 +70,14 @@ def bench_cmd(tool, model, *, bench: dict, inv: dict, threads: list[int], build:
            "-p", ",".join(str(p) for p in bench["prompt"]),
            "-n", ",".join(str(n) for n in bench["gen"]),
            "-d", ",".join(str(d) for d in depths(bench, inv.get("context"))),
-           "-r", bench["repetitions"], "-t", ",".join(str(t) for t in threads),
+           "-r", bench["repetitions"], "-t", ",".join(str(t) for t in inv.get("threads") or threads),
            *flash_attn_args(build, run["flash_attn"], "llama-bench"), "-ctk", k, "-ctv", v]
     if inv.get("batch") is not None:
         cmd += ["-b", inv["batch"]]
     if inv.get("ubatch") is not None:
         cmd += ["-ub", inv["ubatch"]]
+    if inv.get("no_mmap"):
+        cmd += no_mmap_args(build, f"bench strategy {inv.get('strategy', 'no_mmap')!r}", "llama-bench")
     cmd += setting_args(inv, build.get("backend") == "CUDA", run["n_gpu_layers"])
     cmd += [str(a) for a in bench["extra_args"]]
     return cmd
@@ -71,9 +85,10 @@ def bench_cmd(tool, model, *, bench: dict, inv: dict, threads: list[int], build:
 
 def server_args(model: str | Path, context: int, setting: dict, *, kv: tuple[str, str], threads: int | None,
                 run: dict, build: dict) -> list[str]:
-    """llama-server's flags for a measured setting: the same offload, KV types, threads and -b/-ub as measured.
-    --fit is on by default in llama-server and would move what the setting places, so it is off unless the
-    setting is a fit (then --fit on with its margin); a llama.cpp from before --fit gets neither."""
+    """llama-server's flags for a measured setting: the same offload (-ngl N of a layer split too), KV types,
+    threads, -b/-ub and no-mmap as measured, spelled as this build's llama-server takes them. --fit is on by default
+    in llama-server and would move what the setting places, so it is off unless the setting is a fit (then --fit on
+    with its margin); a llama.cpp from before --fit gets neither."""
     args = ["-m", str(model), "-c", str(context)]
     fit_off = ["--fit", "off"] if features(build)["fit"] else []
     if build.get("backend") == "CUDA":
@@ -89,12 +104,14 @@ def server_args(model: str | Path, context: int, setting: dict, *, kv: tuple[str
     else:
         args += fit_off
     args += [*flash_attn_args(build, run["flash_attn"]), "-ctk", kv[0], "-ctv", kv[1]]
-    if threads:
-        args += ["-t", str(threads)]
+    if threads:  # a whole number: a candidates table with a setting of no threads holds them as floats
+        args += ["-t", str(int(threads))]
     if setting.get("batch"):
         args += ["-b", str(setting["batch"])]
     if setting.get("ubatch"):
         args += ["-ub", str(setting["ubatch"])]
+    if setting.get("no_mmap"):
+        args += no_mmap_args(build, "the server check's no_mmap setting")
     return args
 
 

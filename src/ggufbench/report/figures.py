@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from ..core.io import atomic_path
 from ..core.units import GIB
+from .flips import spearman
 from .rows import measured_rows, pareto_front, present, scoreboard_kld, with_strategy
 from .tables import read_table
 
@@ -35,6 +36,7 @@ FIGURES = {
     "speed_vs_vram": "What speed does each offload setting give for its VRAM? (t/s vs measured VRAM)",
     "threads": "How many CPU threads are best? (t/s vs threads)",
     "kld_percentiles": "How bad are each quant's worst tokens? (KLD percentiles per quant)",
+    "flips_vs_kld": "Do more answers flip as KLD grows? (task flip rate vs mean KLD, every cell)",
 }
 
 
@@ -333,14 +335,60 @@ def kld_percentiles(kld: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
+NO_TASKS = ("No task results in this run: tasks: in the config scores every quant and KV type on multiple-choice\n"
+            "questions and counts the answers that flip against the baseline.")
+
+
+def _flip_cells(tasks: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The cells with both a flip rate and a mean KLD (not the baseline, not the noise floor), and why none."""
+    if not present(tasks, "flip_rate", "kld_mean", "variant"):
+        return tasks.iloc[0:0], NO_TASKS
+    c = tasks[(tasks["variant"] == "main") & tasks["kld_mean"].notna() & tasks["flip_rate"].notna()]
+    if c.empty:
+        return c, ("No cell has both a flip rate and a mean KLD: kld: in the config measures the KLD of the same\n"
+                   "quants and KV types that tasks: scores.")
+    return c, None
+
+
+def flips_vs_kld(tasks: pd.DataFrame, path) -> None:
+    """Every cell's flip rate (Wilson 95% interval) against its mean KLD, one panel per task set, Spearman's rank
+    correlation over the cells in the title; the noise floor's flip rate as a dashed line where it was measured."""
+    title = FIGURES["flips_vs_kld"]
+    cells, why = _flip_cells(tasks)
+    if why:
+        return _no_data(title, why, path)
+    sets = list(cells.groupby("task_set"))
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.8), squeeze=False, layout="constrained")
+    for ax, (task_set, g) in zip(axes[0], sets, strict=True):
+        rho, n = spearman(list(g["kld_mean"]), list(g["flip_rate"]))
+        x, y = g["kld_mean"].where(g["kld_mean"] > 0), 100 * g["flip_rate"]
+        yerr = [100 * (g["flip_rate"] - g["flip_low"]), 100 * (g["flip_high"] - g["flip_rate"])]
+        ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3)
+        for _, r in g.iterrows():
+            ax.annotate(f"{r['quant']} {r['kv']}", (r["kld_mean"], 100 * r["flip_rate"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        if "noise_flip_rate" in g and g["noise_flip_rate"].notna().any():
+            ax.axhline(100 * g["noise_flip_rate"].dropna().max(), ls="--", color="grey", label="noise floor")
+            ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("mean KLD vs baseline (log)")
+        ax.set_ylabel("answers flipped vs baseline (%)")
+        rho_text = "—" if np.isnan(rho) else f"{rho:.2f}"
+        ax.set_title(f"{task_set}: Spearman ρ = {rho_text} (n = {n} cells, {int(g['n_questions'].max())} questions)",
+                     fontsize=TITLE_SIZE)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
 MAKERS = {"kld_vs_size": ("kld", kld_vs_size), "ppl_vs_size": ("perplexity", ppl_vs_size),
           "kv_heatmap": ("perplexity", kv_heatmap), "speed": ("bench", speed),
           "speed_vs_vram": ("bench", speed_vs_vram), "threads": ("bench", threads),
-          "kld_percentiles": ("kld", kld_percentiles)}
+          "kld_percentiles": ("kld", kld_percentiles), "flips_vs_kld": ("tasks", flips_vs_kld)}
 
 
 def make_figures(tables: dict, out: dict) -> None:
-    """tables: {perplexity, kld, bench: parquet path}; out: {figure key: png path} (the keys of FIGURES)."""
+    """tables: {perplexity, kld, bench, tasks: parquet path}; out: {figure key: png path} (the keys of FIGURES)."""
     unknown = set(out) - set(MAKERS)
     if unknown:
         raise ValueError(f"figures asked for {sorted(unknown)}; known: {sorted(MAKERS)} (see FIGURES in "
@@ -348,6 +396,6 @@ def make_figures(tables: dict, out: dict) -> None:
     cache: dict[str, pd.DataFrame] = {}
     for key, path in out.items():
         table, make = MAKERS[key]
-        if table not in cache:
-            cache[table] = read_table(tables[table])
+        if table not in cache:  # a run of tables from before the tasks table was made: the figure says so
+            cache[table] = read_table(tables[table]) if table in tables else pd.DataFrame()
         make(cache[table], path)

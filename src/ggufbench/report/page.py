@@ -16,7 +16,9 @@ from ..core.units import GIB
 from ..measure.load import LOADED_SHARE
 from ..measure.runs import serve_contexts
 from . import recommend
+from .claims import claims_section
 from .figures import FIGURES
+from .flips import questions_for_flip_rate, wilson
 from .rows import measured_rows, present, scoreboard_kld, with_strategy
 from .tables import read_table
 
@@ -516,6 +518,63 @@ def tuner_table(tune: pd.DataFrame | None) -> str:
                                                "full sweep runs"}))
 
 
+# ---------------------------------------------------------------------------------------------- tasks
+
+def _rate_cell(rate, low, high) -> str:
+    """A proportion in % with its 95% Wilson interval: '54.5 % [51.3, 57.7]'."""
+    if recommend.isna(rate):
+        return "—"
+    return f"{100 * rate:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _task_row(r, is_base: bool) -> dict:
+    row = {"quant": r["quant"] + (" (baseline)" if is_base else ""), "KV": r["kv"],
+           "accuracy": _rate_cell(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+           "KLD": "—" if recommend.isna(r.get("kld_mean")) else _pm(r["kld_mean"], r["kld_mean_uncertainty"], "{:.6f}")}
+    if is_base or recommend.isna(r.get("flip_rate")):
+        return {**row, "flips r→w / w→r": "(baseline)" if is_base else "—", "flip rate": "—", "net change": "—",
+                "beyond noise": "—"}
+    return {**row, "flips r→w / w→r": f"{int(r['right_to_wrong'])} / {int(r['wrong_to_right'])}",
+            "flip rate": _rate_cell(r["flip_rate"], r["flip_low"], r["flip_high"]),
+            "net change": f"{100 * r['net_change']:+.1f} pt (p = {r['mcnemar_p']:.2g})",
+            "beyond noise": "—" if recommend.isna(r.get("beyond_noise")) else ("yes" if r["beyond_noise"] else "no")}
+
+
+def _flip_budget(n: int) -> str:
+    """What n questions resolve: the Wilson interval of a 2% flip rate, and the questions 2% vs 4% needs."""
+    low, high = wilson(round(0.02 * n), n)
+    return (f"{n} questions: a 2% flip rate reads as [{100 * low:.1f}, {100 * high:.1f}] % (95%); telling 2% from 4% "
+            f"needs about {questions_for_flip_rate(0.02, 0.04):,} questions")
+
+
+def _task_block(build: str, model: str, task_set: str, g: pd.DataFrame) -> dict:
+    main = g[g["variant"] == "main"].sort_values("file_size_bytes", ascending=False)
+    noise = g[g["variant"] == "noise_floor"]
+    base = (main["baseline_quant"].iloc[0], main["baseline_kv"].iloc[0]) if "baseline_quant" in main else (None, None)
+    rows = [_task_row(r, (r["quant"], r["kv"]) == base) for _, r in main.iterrows()]
+    n = int(main["n_tasks"].max())
+    floor = None
+    if not noise.empty and "flip_k" in noise:
+        r = noise.iloc[0]
+        floor = (f"{int(r['flip_k'])} of {n} answers changed when the baseline was scored again with -b "
+                 f"{_chunks(r.get('batch'))} -ub {_chunks(r.get('ubatch'))}")
+    return {"build": build, "model": model, "task_set": task_set, "n": n, "kind": str(main["task_set_kind"].iloc[0]),
+            "source": str(main["task_set_source"].iloc[0]), "chance": f"{100 * main['random_chance'].iloc[0]:.1f} %",
+            "floor": floor, "budget": _flip_budget(n),
+            "table": _table(pd.DataFrame(rows), f"tasks-{build}-{model}-{task_set}",
+                            {"accuracy", "KLD", "flips r→w / w→r", "flip rate", "net change"})}
+
+
+def tasks_section(tasks: pd.DataFrame | None) -> str:
+    """Does the quant change the answers? Per build, model and task set: accuracy, the answers that flipped against
+    the baseline cell (both ways), the flip rate, the net change with McNemar's exact p, beside the mean KLD; the
+    noise floor, and what the number of questions can resolve (the flip budget)."""
+    if not present(tasks, "build", "model", "task_set", "variant", "accuracy"):
+        return _macro("tasks")(None, None)
+    blocks = [_task_block(b, m, t, g) for (b, m, t), g in tasks.groupby(["build", "model", "task_set"], sort=False)]
+    return _macro("tasks")(blocks, str(tasks["build"].iloc[0]))
+
+
 # ---------------------------------------------------------------------------------------------- paired
 
 PAIRED_FIRST_N = 8  # the ranking after this many chunks, set beside the ranking over all of them
@@ -684,10 +743,12 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
     sections = [
         ("recommendations", "Recommendations per VRAM budget", recommendations(tables, config)),
         ("scoreboard", "Scoreboard: quality per quant", scoreboard(tables["perplexity"], tables["kld"], config)),
+        ("tasks", "Does the quant change the answers? Task accuracy and flips", tasks_section(tables.get("tasks"))),
         ("paired", "Is A better than B? Paired on the same chunks", paired_section(tables)),
         ("kv", "KV-cache matrix: PPL by KV type and context", kv_matrix(tables["perplexity"], tables["kld"])),
         ("speed-vram", "Speed and VRAM (llama-bench)", speed_table(tables["bench"])),
         ("tuner", "Offload tuner", tuner_table(tables.get("tune"))),
+        ("claims", "The study's claims, measured", claims_section(tables, config)),
         ("builds-compared", "llama.cpp builds compared", builds_comparison(tables)),
         ("figures", "Figures", _macro("figures")([_figure(f) for f in figures])),
         ("provenance", "Provenance", provenance_block(tables)),
@@ -698,6 +759,6 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
 
 def write_report(table_paths, figure_paths, out, title: str, config: dict) -> None:
     tables = {Path(p).stem: read_table(p) for p in table_paths}
-    for name in ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks"):
+    for name in ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks", "tasks"):
         tables.setdefault(name, pd.DataFrame())
     write_text(out, render(tables, list(figure_paths), title, config))

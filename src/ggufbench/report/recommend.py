@@ -26,7 +26,7 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
 # Model architecture columns that, where the tables carry them, allow a KV-cache estimate (GGUF metadata).
 ARCH_COLUMNS = ("n_layer_kv", "n_head_kv", "n_embd_head_k", "n_embd_head_v")
 # The offload keys of a setting, as a bench strategy spells them (config bench.strategies).
-SPEC_KEYS = ("n_gpu_layers", "override_tensor", "n_cpu_moe", "fit_target", "batch", "ubatch")
+SPEC_KEYS = ("n_gpu_layers", "override_tensor", "n_cpu_moe", "fit_target", "batch", "ubatch", "no_mmap")
 
 
 def isna(v) -> bool:
@@ -84,7 +84,10 @@ def _spec(row) -> dict:
     spec = {}
     for key in SPEC_KEYS:
         v = row.get(f"setting_{key}")
-        if not isna(v):
+        if key == "no_mmap":  # a flag: in the spec only when set
+            if v is True:
+                spec[key] = True
+        elif not isna(v):
             spec[key] = v if isinstance(v, str) else int(v)
     return spec
 

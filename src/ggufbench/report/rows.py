@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..llamacpp.features import ran_without_mmap
+
 
 def present(df: pd.DataFrame | None, *columns: str) -> bool:
     """df has rows and every one of columns. A table of a run that measured nothing of its kind is an empty frame
@@ -33,12 +35,29 @@ def pareto_front(size, value) -> np.ndarray:
     return mask
 
 
+def setting_flags(row) -> list[str]:
+    """The flags of a llama-bench row's setting besides its offload, as the server command carries them: -b/-ub where
+    the strategy set them (setting_batch, setting_ubatch), --no-mmap where the model was loaded without mmap
+    (setting_no_mmap, else llama-bench's own use_mmap or load_mode)."""
+    flags = []
+    for key, flag in (("setting_batch", "-b"), ("setting_ubatch", "-ub")):
+        v = row.get(key)
+        if v is not None and not pd.isna(v):
+            flags.append(f"{flag} {int(v)}")
+    said = row.get("setting_no_mmap")
+    if said is True or ((said is None or (isinstance(said, float) and pd.isna(said))) and ran_without_mmap(row)):
+        flags.append("--no-mmap")
+    return flags
+
+
 def offload_strategy(row) -> tuple[str, str]:
     """(strategy, label with its N) of one llama-bench row, from the fields llama-bench reports itself:
-    n_gpu_layers (-ngl), n_cpu_moe (-ncmoe), tensor_buft_overrides (-ot), fit_target (-fitt)."""
+    n_gpu_layers (-ngl), n_cpu_moe (-ncmoe), tensor_buft_overrides (-ot), fit_target (-fitt); the label ends with
+    the setting's -b/-ub and --no-mmap (setting_flags), so settings that differ only there stay apart."""
+    flags = setting_flags(row)
     backends = str(row.get("backends") or "")
     if backends and all(b.strip() in ("CPU", "BLAS") for b in backends.split(",")):
-        return "CPU only", "CPU only"
+        return "CPU only", " ".join(["CPU only", *flags])
 
     def num(key):
         v = row.get(key)
@@ -63,7 +82,7 @@ def offload_strategy(row) -> tuple[str, str]:
     if fit:
         kind = "fit"
         parts.append(f"-fitt {fit}")
-    return kind, " ".join(parts) or "default"
+    return kind, " ".join(parts + flags) or "default"
 
 
 def with_strategy(bench: pd.DataFrame) -> pd.DataFrame:

@@ -6,6 +6,9 @@ Tables (results/tables/):
   bench.parquet       one row per llama-bench test (every llama-bench field by name) + VRAM columns
   builds.parquet      one row per llama.cpp build (source identity, flags, toolchain)
   chunks.parquet      one row per PPL/KLD run x chunk of the corpus (each statistic of that chunk alone)
+  tasks.parquet       one row per multiple-choice pass (build x model x task set x quant x KV type, and the baseline's
+                      noise-floor rerun): accuracy, and flips against the baseline cell question by question
+  task_questions.parquet  one row per pass x question: right (1) or wrong (0)
 Columns are documented in docs/tables.md.
 """
 
@@ -23,6 +26,7 @@ from ..llamacpp.bench_output import flash_attn_label, summarize
 from ..llamacpp.logits import scored_per_chunk
 from ..measure.load import load_verdict
 from ..measure.tuner import setting_label
+from . import flips as flip_stats
 
 PROVENANCE = ["model", "quant", "file", "file_sha256", "file_size_bytes", "build", "build_key",
               "llama_cpp_version", "llama_cpp_commit", "backend", "cpu_name", "gpu_name", "gpu_driver", "host"]
@@ -130,6 +134,7 @@ def bench_rows(records: list[dict], summary: dict | None = None) -> pd.DataFrame
                        setting_override_tensor=setting.get("override_tensor"),
                        setting_fit_target=setting.get("fit_target"),
                        setting_n_gpu_layers=setting.get("n_gpu_layers"), setting_context=setting.get("context"),
+                       setting_no_mmap=setting.get("no_mmap"),
                        status=b.get("status", "measured"), reason=b.get("reason"),
                        vram_available=vram["available"], vram_reason=vram.get("reason") or None,
                        vram_peak_delta_mib=vram.get("peak_delta_mib"), vram_peak_used_mib=vram.get("peak_used_mib"),
@@ -188,6 +193,78 @@ def server_rows(records: list[dict]) -> pd.DataFrame:
     return _order(pd.DataFrame(rows))
 
 
+TASK_GROUP = ("build", "model", "task_set", "task_set_sha256")  # provenance keys: the same questions, one baseline
+
+
+def _task_row(r: dict) -> dict:
+    res = r["result"]
+    row = _flat(r, {k: v for k, v in res.items() if k != "correct"})
+    acc = flip_stats.accuracy(res["correct"])
+    row.update(accuracy_low=acc.low, accuracy_high=acc.high)
+    return row
+
+
+def _baseline_and_noise(members: list[dict], baseline: tuple[str, str]) -> tuple[dict | None, dict | None]:
+    """The baseline cell's record and its noise-floor rerun's, among one group's records."""
+    base = noise = None
+    for r in members:
+        if r["params"].get("variant") == "noise_floor":
+            noise = r
+        elif (r["provenance"]["quant"], r["params"]["kv"]) == baseline:
+            base = r
+    return base, noise
+
+
+def _flip_columns(r: dict, base: dict, floor, baseline: tuple[str, str]) -> dict:
+    f = flip_stats.flips(base["result"]["correct"], r["result"]["correct"])
+    cols = {"baseline_quant": baseline[0], "baseline_kv": baseline[1], **f.to_dict()}
+    if floor is not None:
+        cols.update(flip_stats.noise_comparison(f, floor))
+    return cols
+
+
+def _with_kld(df: pd.DataFrame, kld: pd.DataFrame | None) -> pd.DataFrame:
+    """The cell's mean KLD against the baseline (the kld table's row of the same build, model, quant, KV type)."""
+    keys = ["build", "model", "quant", "kv"]
+    if kld is None or kld.empty or df.empty or not {*keys, "kld_mean"} <= set(kld.columns):
+        return df.assign(kld_mean=float("nan"), kld_mean_uncertainty=float("nan")) if not df.empty else df
+    k = kld[[*keys, "kld_mean", "kld_mean_uncertainty"]].drop_duplicates(keys)
+    return df.merge(k, on=keys, how="left")
+
+
+def task_rows(records: list[dict], baselines: dict | None = None, kld: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per multiple-choice pass (a cell, or the baseline's noise-floor rerun): accuracy with its Wilson
+    interval; against the baseline cell of its build, model and task set (baselines: {model: [quant, kv]}, the
+    config's), question by question: right -> wrong, wrong -> right, the flip rate with its Wilson interval, the net
+    change with McNemar's exact p, the noise floor's flips beside them (report/flips.py); and the cell's mean KLD."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(tuple(r["provenance"].get(k) for k in TASK_GROUP), []).append(r)
+    rows = []
+    for key, members in groups.items():
+        baseline = tuple((baselines or {}).get(key[1]) or ())
+        base, noise = _baseline_and_noise(members, baseline) if baseline else (None, None)
+        floor = flip_stats.flips(base["result"]["correct"], noise["result"]["correct"]) if base and noise else None
+        for r in members:
+            row = _task_row(r)
+            if base is not None:
+                row.update(_flip_columns(r, base, floor, baseline))
+            rows.append(row)
+    return _order(_with_kld(pd.DataFrame(rows), kld))
+
+
+def task_question_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per pass and question (its index in the task file): right (1) or wrong (0)."""
+    rows = []
+    for r in records:
+        prov, prm = r["provenance"], r["params"]
+        base = {"build": prov["build"], "model": prov["model"], "task_set": prov["task_set"],
+                "task_set_sha256": prov["task_set_sha256"], "quant": prov["quant"], "kv": prm["kv"],
+                "variant": prm.get("variant", "main"), "file_sha256": prov["file_sha256"]}
+        rows += [{**base, "question": i, "correct": int(c)} for i, c in enumerate(r["result"]["correct"])]
+    return pd.DataFrame(rows)
+
+
 def write_server_table(records: list, out) -> None:
     write_table(server_rows(read_records(records)), out, "server")
 
@@ -237,11 +314,12 @@ def record_tables(records: dict[str, list], now: Now | None = None) -> dict[str,
 
 
 def write_tables(records: dict[str, list], out: dict, *, bench_summary: dict | None = None,
-                 now: Now | None = None) -> None:
-    """records: {perplexity, kld, bench, builds, tune: record paths}; out: {table name: path}, the chunks table too
-    where out names it. A record that is not what its path names is removed and the job fails naming it: a plain
-    rerun measures it again."""
-    names = ("perplexity", "kld", "bench", "tune")
+                 now: Now | None = None, task_baselines: dict | None = None) -> None:
+    """records: {perplexity, kld, bench, builds, tune, tasks: record paths}; out: {table name: path}, the chunks, tasks
+    and task_questions tables too where out names them (task_baselines: {model: [quant, kv]}, each model's baseline
+    cell of the task passes). A record that is not what its path names is removed and the job fails naming it: a
+    plain rerun measures it again."""
+    names = ("perplexity", "kld", "bench", "tune", "tasks")
     paths = list(dict.fromkeys(p for name in names for p in records.get(name, [])))
     by_path = dict(zip(paths, read_records(paths, now), strict=True))  # every bad record removed, then one error
     read = {name: [by_path[p] for p in records.get(name, [])] for name in names}
@@ -251,6 +329,9 @@ def write_tables(records: dict[str, list], out: dict, *, bench_summary: dict | N
     if "chunks" in out:
         quality = dict.fromkeys([*records.get("perplexity", []), *records.get("kld", [])])
         tables["chunks"] = chunks_rows([by_path[p] for p in quality])
+    if "tasks" in out:
+        tables["tasks"] = task_rows(read["tasks"], task_baselines, tables["kld"])
+        tables["task_questions"] = task_question_rows(read["tasks"])
     for name, df in tables.items():
         write_table(df, out[name], name)
 

@@ -60,7 +60,12 @@ READS: dict[str, dict[str, str]] = {
     "tune_offload": {"tuner": MEASURED, "bench.contexts": MEASURED, "run": MEASURED},
     "server_check": {"server": MEASURED, "run": MEASURED, "models.{model}.baseline": MEASURED,
                      "kld.base_kv": MEASURED, "perplexity.kv": MEASURED},
-    "aggregate": {"bench.discard_first": MEASURED, "bench.noise_threshold_pct": MEASURED},
+    "make_task_set": {"tasks.sets.{taskset}": MEASURED, "hub_lock": LOCATION},
+    "task_score": {"tasks.ctx": MEASURED, "tasks.batch": MEASURED, "tasks.ubatch": MEASURED, **_RUN},
+    "task_noise_floor": {"tasks.ctx": MEASURED, "tasks.batch": MEASURED, "tasks.ubatch": MEASURED,
+                         "tasks.noise_floor": MEASURED, **_RUN},
+    "aggregate": {"bench.discard_first": MEASURED, "bench.noise_threshold_pct": MEASURED,
+                  "models.{model}.baseline": MEASURED, "tasks.base_kv": MEASURED},
     "summary_report": {"report": MEASURED, "*": MEASURED},
 }
 
@@ -181,6 +186,7 @@ class Deps:
         self.gpu = canonical(config["gpu"])
         self.server = canonical(config["server"])
         self.run = canonical(config["run"])
+        self.tasks = canonical(config.get("tasks") or {})  # optional: without it no task rule is asked for
 
     # --- builds ---------------------------------------------------------------------------------------
 
@@ -294,8 +300,10 @@ class Deps:
         return self.bench.get("strategies") or {"default": {}}
 
     def bench_results(self) -> list[str]:
+        """Every strategy on every quant, or on the quants a strategy names (bench.strategies.<s>.quants)."""
         return [paths.path(paths.BENCH, build=b, model=m, quant=q, strategy=s)
-                for b in self.builds for m in self.models for q in self.quants(m) for s in self.bench_strategies()]
+                for b in self.builds for m in self.models for q in self.quants(m)
+                for s, spec in self.bench_strategies().items() if q in (spec.get("quants") or [q])]
 
     def manifests(self) -> list[str]:
         """Every quant's manifest: what the aggregate checks each record against (the file it measured is there)."""
@@ -304,6 +312,35 @@ class Deps:
     def corpus_records(self) -> list[str]:
         """The records of the corpora the PPL and KLD jobs measure on."""
         return [self.corpus_json(c) for c in dict.fromkeys(s["corpus"] for s in (self.ppl, self.kld) if s)]
+
+    def task_cells(self, model: str) -> list[tuple[str, str]]:
+        """(quant, kv) of every task pass of a model: tasks.quants (default: all its quants) x tasks.kv, and the
+        baseline cell (the model's baseline with tasks.base_kv) that every other cell's flips are counted against."""
+        wanted = self.tasks.get("quants") or self.quants(model)
+        cells = [(q, kv) for q in self.quants(model) if q in wanted for kv in self.tasks["kv"]]
+        return list(dict.fromkeys([(self.baseline(model), self.tasks["base_kv"]), *cells]))
+
+    def task_results(self) -> list[str]:
+        """Every build x model x task set x cell's record (none without a tasks: section)."""
+        if not self.tasks:
+            return []
+        return [paths.path(paths.TASKS, build=b, model=m, taskset=t, quant=q, kv=kv)
+                for b in self.builds for m in self.models for t in self.tasks["sets"] for q, kv in self.task_cells(m)]
+
+    def task_noise_floor_results(self) -> list[str]:
+        """The baseline cell scored again with tasks.noise_floor's batch sizes, per build x model x task set."""
+        if not self.tasks or not self.tasks.get("noise_floor"):
+            return []
+        return [paths.path(paths.TASKS_NOISE_FLOOR, build=b, model=m, taskset=t, quant=self.baseline(m),
+                           kv=self.tasks["base_kv"])
+                for b in self.builds for m in self.models for t in self.tasks["sets"]]
+
+    def task_baselines(self) -> dict:
+        """{model: [quant, kv]}: each model's baseline cell of the task passes (the aggregate's params: the flips
+        are counted against it)."""
+        if not self.tasks:
+            return {}
+        return {m: [self.baseline(m), self.tasks["base_kv"]] for m in self.models}
 
     def tune_results(self) -> list[str]:
         """One tuner job per build x model x quant x VRAM budget x served context (when `tuner:` is configured)."""
@@ -387,6 +424,32 @@ class Deps:
 
     def bench_inputs(self, wildcards) -> dict:
         return self.run_inputs(wildcards, None)
+
+    # --- tasks ----------------------------------------------------------------------------------------
+
+    def task_set_spec(self, wildcards) -> dict:
+        return canonical(self.tasks["sets"][wildcards.taskset])
+
+    def task_set_inputs(self, wildcards) -> dict:
+        """A cloze set is made from a corpus of the run (and carries its record); other kinds read no input."""
+        spec = self.tasks["sets"][wildcards.taskset]
+        if "cloze" not in spec:
+            return {}
+        corpus = spec["cloze"]["corpus"]
+        return {"corpus": self.corpus(corpus), "corpus_record": self.corpus_json(corpus)}
+
+    def task_score_inputs(self, wildcards) -> dict:
+        """The build record and model (run_inputs), the task set's file and its record."""
+        return {**self.run_inputs(wildcards, None), "tasks": paths.path(paths.TASK_SET, taskset=wildcards.taskset),
+                "task_record": paths.path(paths.TASK_SET_RECORD, taskset=wildcards.taskset)}
+
+    def task_scoring(self, wildcards) -> dict:
+        """What a pass measures with: -c per sequence, and -b/-ub (None: llama.cpp's defaults)."""
+        return {k: self.tasks[k] for k in ("ctx", "batch", "ubatch")}
+
+    def task_noise_floor(self, wildcards) -> dict:
+        """The noise floor's batch sizes (tasks.noise_floor)."""
+        return self.tasks["noise_floor"]
 
     # --- server checks --------------------------------------------------------------------------------
 

@@ -447,3 +447,30 @@ def test_the_docs_say_the_schemas_defaults():
                 found.append((doc.name, section, key))
                 assert defaults(section).get(key) == yaml.safe_load(value), (doc.name, m.group(0))
     assert ("README.md", "kld", "keep_logits") in found
+
+
+def test_a_tasks_section_gets_its_defaults_and_names_what_it_refers_to(demo, tmp_path):
+    demo["tasks"] = {"sets": {"cloze": {"cloze": {"corpus": "pydocs"}}}}
+    validate(demo, SCHEMA)
+    check_config(demo)
+    t = demo["tasks"]
+    assert (t["kv"], t["base_kv"], t["ctx"], t["noise_floor"]) == (["f16"], "f16", 512, {"batch": 512, "ubatch": 64})
+    assert t["sets"]["cloze"]["cloze"]["choices"] == 3 and t["sets"]["cloze"]["cloze"]["context_sentences"] == 2
+    demo["tasks"] = {"sets": {"c": {"cloze": {"corpus": "wiki"}}, "arc": {"local": {"path": str(tmp_path / "no.bin")}}},
+                     "quants": ["Q5_K_M"]}
+    validate(demo, SCHEMA)
+    with pytest.raises(ConfigError) as e:
+        check_config(demo)
+    msg = str(e.value)
+    assert "tasks.sets.c.cloze.corpus: 'wiki' is not a key of corpora (pydocs)" in msg
+    assert "tasks.quants: 'Q5_K_M' is a quant of no model" in msg
+    assert "tasks.sets.arc.local.path:" in msg and "does not exist" in msg
+    two_kinds = {**demo, "tasks": {"sets": {"x": {"cloze": {"corpus": "pydocs"}, "local": {"path": "a"}}}}}
+    assert "['tasks']['sets']['x']" in _schema_error(two_kinds)
+
+
+def test_a_strategy_on_some_quants_names_quants_the_models_have(demo):
+    demo["bench"]["strategies"]["b4096"]["quants"] = ["Q4_K_M", "Q5_K_S"]
+    validate(demo, SCHEMA)
+    with pytest.raises(ConfigError, match=r"bench.strategies.b4096.quants: 'Q5_K_S' is not a quant of any model"):
+        check_config(demo)

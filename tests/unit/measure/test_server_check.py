@@ -134,3 +134,48 @@ def test_when_nothing_fits_the_budget_no_server_is_started(setup):
     assert started == [] and res["attempts"] == []
     assert (res["status"], res["n_candidates"], res["n_fit"], res["recommendation"]) == ("nothing fits", 3, 0, None)
     assert rec["provenance"]["quant"] == "F16"  # the model's baseline
+
+
+# The study's C7 (issue 28): the setting a bench row measured is the command the server check proves ------------
+
+def _bench_record(tmp_path, build, manifests, strategy: str, setting: dict, speed: float) -> str:
+    """A bench record of Q8_0 with the rows of the real capture (0c1e570's llama-bench), as the setting named them
+    (-b/-ub, its threads, the load mode) and their speeds times `speed`; at the path a bench job writes."""
+    from ggufbench.llamacpp.bench_output import parse_bench_jsonl, summarize
+
+    rows = []
+    for r in parse_bench_jsonl((CPU / "bench_q8_0.jsonl").read_text()):
+        r = {**r, "n_batch": setting.get("batch") or 2048, "n_ubatch": setting.get("ubatch") or 512,
+             "n_threads": (setting.get("threads") or [2])[0], "load_mode": "none" if setting.get("no_mmap") else "auto",
+             "samples_ts": [s * speed for s in r["samples_ts"]]}
+        rows.append({**summarize(r, True, 5.0), "status": "measured", "strategy": strategy, "setting": setting,
+                     "vram": {"available": False, "reason": "no GPU"}, "load": None, "loaded": None})
+    prov = {**provenance(build, manifests["Q8_0"]), "file_size_bytes": QUANTS["Q8_0"][0]}
+    path = tmp_path / "results" / "bench" / "cpu" / "smol" / "Q8_0" / f"{strategy}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record("bench", prov, {"strategy": strategy, **RUN}, {"rows": rows, "calls": []}))
+    return str(path)
+
+
+def test_the_proven_command_carries_every_flag_the_measured_setting_used(setup, tmp_path):
+    """C7 on a CPU build: -b/-ub 4096, no mmap, its own 20 threads, measured faster than llama.cpp's defaults; the
+    pick's llama-server command has exactly those flags (-lm none: 0c1e570's spelling of --no-mmap)."""
+    build, manifests, records = write_records(tmp_path)
+    c7 = {"kv": "f16", "batch": 4096, "ubatch": 4096, "context": None, "threads": [20], "no_mmap": True}
+    records["bench"] = [_bench_record(tmp_path, build, manifests, "default", {"kv": "f16", "context": None}, 1.0),
+                        _bench_record(tmp_path, build, manifests, "c7", c7, 1.5)]
+    c = candidates(records, CONFIG, model="smol", build="cpu", context=1024, budget_gib=0.2)
+    pick = c["ranked"][0]
+    assert (pick["quant"], pick["threads"], pick["spec"]) == ("Q8_0", 20, {"batch": 4096, "ubatch": 4096,
+                                                                          "no_mmap": True})
+    assert pick["strategy"] == "CPU only -b 4096 -ub 4096 --no-mmap"  # apart from the default setting's row
+    server = tmp_path / "llama-server"
+    server.write_text(SERVER.format(python=sys.executable, started=str(tmp_path / "started"), oom=[],
+                                    oom_log=str(DATA / "cuda-h200-oom/server_all_gpu.err")))
+    server.chmod(0o755)
+    job = make_job(tool=server, build_json=build, run=RUN, out=tmp_path / "server.json", log=tmp_path / "server.log")
+    rec = server_check_job(job, **c, manifests=manifests, budget_gib=0.2, context=1024,
+                           server={**defaults("server"), "timeout_s": 30, "max_attempts": 1})
+    assert rec["result"]["status"] == "started"
+    assert rec["result"]["command"].endswith("smol-Q8_0.gguf -c 1024 --fit off -fa on -ctk f16 -ctv f16 -t 20 "
+                                             "-b 4096 -ub 4096 -lm none")

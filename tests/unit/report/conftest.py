@@ -6,11 +6,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from ggufbench.llamacpp.task_output import parse_multiple_choice
 from ggufbench.report.tables import add_kv_deltas
+from tests.support import DATA
 from tests.support.report_pages import build_report, config_for, stored_tables
 
 # Every table the page reads (write_report adds the ones a run did not make as empty frames, without columns).
-TABLES = ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks")
+TABLES = ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks", "tasks")
 MODEL = "smollm2-135m"
 
 
@@ -104,3 +106,45 @@ def study(case: str, run: str = "cpu-demo") -> tuple[dict[str, pd.DataFrame], di
         "tables with columns, no rows": lambda: (no_table(t, *TABLES, columns=True), cfg),
     }
     return cases[case]()
+
+
+# The demo's cloze set answered by every quant (tests/data/cpu-0.3.36/tasks/README.md: 926 questions) and the demo run's
+# KLD rows of the same cells (ctx 512, 8 chunks): what the tasks table is made from.
+DEMO_TASKS = DATA / "cpu-0.3.36" / "tasks" / "demo_cloze"
+DEMO_SIZES = {"F16": 270_885_952, "Q8_0": 144_811_072, "Q4_K_M": 105_454_144, "Q2_K": 88_201_792}
+DEMO_KLD = {("F16", "q8_0"): (0.000285, 0.000011), ("Q8_0", "f16"): (0.004162, 0.000088),
+            ("Q4_K_M", "f16"): (0.061093, 0.001473), ("Q2_K", "f16"): (0.428934, 0.0083)}
+
+
+def demo_task_records() -> list[dict]:
+    """The records task_job writes, one per capture (the noise floor: the F16 rerun with -b 512 -ub 64)."""
+    records = []
+    for f in sorted(DEMO_TASKS.glob("mc_*.txt")):
+        quant, rest = f.stem.removeprefix("mc_").rsplit("_kv-", 1)
+        kv, noise = rest.split("_b512")[0], "_b512" in rest
+        scores = parse_multiple_choice(f.read_text(encoding="utf-8"), 926)
+        records.append({
+            "stage": "tasks",
+            "provenance": {"model": MODEL, "quant": quant, "file": f"{MODEL}-{quant}.gguf", "file_sha256": quant,
+                           "file_size_bytes": DEMO_SIZES[quant], "build": "cpu", "build_key": "k",
+                           "backend": "CPU", "task_set": "cloze", "task_set_kind": "cloze",
+                           "task_set_source": "cloze of corpus pydocs (sha256 2e3f74c9...)",
+                           "task_set_sha256": "e6502d36"},
+            "params": {"task_set": "cloze", "kv": kv, "ctx": 512, "batch": 512 if noise else None,
+                       "ubatch": 64 if noise else None, "variant": "noise_floor" if noise else "main",
+                       "parallel": 4, "kv_unified": "auto", "threads": 16},
+            "result": {**scores.to_dict(), "accuracy": scores.n_correct / 926, "random_chance": 1 / 3},
+            "tool": {"cmd": ["llama-perplexity"], "wall_seconds": 90.0}})
+    return records
+
+
+def demo_kld_table() -> pd.DataFrame:
+    return pd.DataFrame([{"build": "cpu", "model": MODEL, "quant": q, "kv": kv, "kld_mean": m,
+                          "kld_mean_uncertainty": u} for (q, kv), (m, u) in DEMO_KLD.items()])
+
+
+@pytest.fixture(scope="module")
+def demo_tasks() -> pd.DataFrame:
+    from ggufbench.report.tables import task_rows
+
+    return task_rows(demo_task_records(), {MODEL: ["F16", "f16"]}, demo_kld_table())

@@ -244,3 +244,13 @@ def test_picks_show_the_quality_that_was_measured(case, columns):
     for table_id in ("recommendations-smollm2-135m", "ladder-smollm2-135m"):
         head = re.search(rf'<table id="{table_id}"><thead><tr>(.*?)</tr>', html).group(1)
         assert {"KLD", "KLD 99.9%", "PPL"} - set(re.findall(r"<th>(.*?)</th>", head)) == columns, table_id
+
+
+def test_the_tasks_section_puts_accuracy_and_flips_beside_kld(demo_tasks):
+    html = R.tasks_section(demo_tasks)
+    assert "task set <code>cloze</code> (cloze, 926" in html and "chance 33.3 %" in html
+    assert "44 / 60" in html and "11.2 % [9.4, 13.4]" in html  # Q2_K: right→wrong / wrong→right, its flip rate
+    assert "+1.7 pt (p = 0.14)" in html and "0.428934 ± 0.008300" in html
+    assert "Noise floor: 0 of 926 answers changed when the baseline was scored again with -b 512 -ub 64" in html
+    assert "telling 2% from 4% needs about 1,084 questions" in html
+    assert "No task results in this run" in R.tasks_section(pd.DataFrame())

@@ -14,6 +14,7 @@ from unittest import mock
 import pytest
 from selenium import webdriver
 
+from ggufbench.report.figures import FIGURES
 from tests.support.report_pages import REPO, build_report, config_for
 
 
@@ -137,7 +138,7 @@ def test_report_renders_in_chromium(run, tmp_path, capsys):
     assert info["title"].strip(), "the page has no <title>"
 
     # every image decoded and drawn: embedded PNGs, none broken
-    assert len(info["imgs"]) == 7
+    assert len(info["imgs"]) == len(FIGURES)  # flips_vs_kld too: a panel saying no task was scored
     for img in info["imgs"]:
         assert img["complete"] and img["w"] > 0 and img["h"] > 0, img
         assert img["src"].startswith("data:image/png;base64"), img
@@ -150,9 +151,11 @@ def test_report_renders_in_chromium(run, tmp_path, capsys):
         assert ids.get(tid, 0) > 0, (tid, sorted(ids))
     assert ids[f"scoreboard-{first}-smollm2-135m"] == 6
     assert info["sections"] == ["Recommendations per VRAM budget", "Scoreboard: quality per quant",
+                                "Does the quant change the answers? Task accuracy and flips",
                                 "Is A better than B? Paired on the same chunks",
                                 "KV-cache matrix: PPL by KV type and context", "Speed and VRAM (llama-bench)",
-                                "Offload tuner", "llama.cpp builds compared", "Figures", "Provenance"]
+                                "Offload tuner", "The study's claims, measured", "llama.cpp builds compared",
+                                "Figures", "Provenance"]
     assert info["width"] <= 1280, "the page scrolls sideways at 1280 px"
     if run == "cpu-demo":  # no GPU, one build, no budget: each says so
         assert any("No VRAM measured" in e for e in info["empty"])

@@ -38,14 +38,34 @@ def test_the_duckdb_queries_of_docs_tables_md_run_on_real_tables():
     """docs/tables.md's SQL, as written, on the demo's stored tables (results/tables/ -> tests/data/report/)."""
     duckdb = pytest.importorskip("duckdb", reason="pip install duckdb (in the test extras)")
     queries = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "tables.md").read_text(), re.S)
-    assert len(queries) == 2
+    assert len(queries) == 3
     stored = str(DATA / "report" / "cpu-demo") + "/"
-    ladder, fastest = (duckdb.sql(q.replace("results/tables/", stored)).df() for q in queries)
+    ladder, fastest = (duckdb.sql(q.replace("results/tables/", stored)).df() for q in queries[:2])
     f16 = ladder[ladder["kv"] == "f16"]
     assert list(f16["quant"]) == ["Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]  # the ladder, best first
     assert f16["kld"].is_monotonic_increasing and ladder["same_top_p"].between(50, 100).all()
     assert len(fastest) == 5 and fastest["tok_s"].is_monotonic_decreasing
     assert fastest["test"].str.startswith("tg").all() and fastest["vram_peak_used_mib"].isna().all()  # CPU run
+
+
+def test_the_duckdb_flips_query_of_docs_tables_md_runs_on_real_passes(tmp_path):
+    """docs/tables.md's third query (the questions Q4_K_M answers differently from F16) on the per-question table
+    of the demo's real cloze passes (tests/data/cpu-0.3.36/tasks/demo_cloze, 926 questions): 23 right->wrong and
+    15 wrong->right."""
+    duckdb = pytest.importorskip("duckdb", reason="pip install duckdb (in the test extras)")
+    from ggufbench.llamacpp.task_output import parse_multiple_choice
+    from ggufbench.report.tables import task_question_rows, write_table
+
+    query = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "tables.md").read_text(), re.S)[2]
+    records = []
+    for quant in ("F16", "Q4_K_M"):
+        text = (DATA / f"cpu-0.3.36/tasks/demo_cloze/mc_{quant}_kv-f16.txt").read_text(encoding="utf-8")
+        records.append({"provenance": {"build": "cpu", "model": "smollm2-135m", "task_set": "cloze",
+                                       "task_set_sha256": "e6502d36", "quant": quant, "file_sha256": quant},
+                        "params": {"kv": "f16"}, "result": parse_multiple_choice(text, 926).to_dict()})
+    write_table(task_question_rows(records), tmp_path / "task_questions.parquet", "task_questions")
+    differ = duckdb.sql(query.replace("results/tables/", f"{tmp_path}/")).df()
+    assert len(differ) == 23 + 15 and ((differ["f16"] == 1) & (differ["q4_k_m"] == 0)).sum() == 23
 
 
 def test_chunks_rows_of_real_runs(capture):
@@ -98,3 +118,23 @@ def test_bench_rows_of_two_llama_cpp_versions_write_one_flash_attn_type(tmp_path
     df = bench_rows(records)
     assert sorted(set(df["flash_attn"])) == ["auto", "on"]
     write_table(df, tmp_path / "bench.parquet", "bench")
+
+
+def test_the_tasks_tables_of_the_demos_cloze_set(demo_tasks):
+    """Every pass against the F16 f16 cell, question by question (the demo's 926 cloze questions, real captures)."""
+    from ggufbench.report.tables import task_question_rows
+    from tests.unit.report.conftest import demo_task_records
+
+    t = demo_tasks.set_index(["quant", "kv", "variant"])
+    assert t.loc[("F16", "f16", "main"), "flip_k"] == 0 and t.loc[("F16", "f16", "main"), "n_correct"] == 505
+    q2 = t.loc[("Q2_K", "f16", "main")]
+    assert (q2["right_to_wrong"], q2["wrong_to_right"], q2["n_correct"]) == (44, 60, 521)
+    assert q2["flip_rate"] == pytest.approx(104 / 926) and q2["net_change"] == pytest.approx(16 / 926)
+    assert q2["kld_mean"] == 0.428934 and q2["beyond_noise"]
+    assert t.loc[("F16", "f16", "noise_floor"), "flip_k"] == 0
+    assert (t["baseline_quant"] == "F16").all() and (t["noise_flip_rate"] == 0).all()
+    assert pd.isna(t.loc[("F16", "f16", "main"), "kld_mean"])  # the baseline cell has no KLD row of its own
+    assert "correct" not in demo_tasks.columns
+    q = task_question_rows(demo_task_records())
+    assert len(q) == 6 * 926 and set(q["correct"]) == {0, 1}
+    assert q[(q["quant"] == "F16") & (q["kv"] == "f16") & (q["variant"] == "main")]["correct"].sum() == 505

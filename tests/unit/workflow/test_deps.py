@@ -74,7 +74,9 @@ def test_quants_of_every_kind_have_their_folder(study, demo):
 
 
 def test_result_lists_cover_the_plan(demo, study):
-    assert len(demo.perplexity_results()) == 16 and len(demo.kld_results()) == 7 and len(demo.bench_results()) == 4
+    assert len(demo.perplexity_results()) == 16 and len(demo.kld_results()) == 7 and len(demo.bench_results()) == 6
+    assert [b for b in demo.bench_results() if "default" not in b] == [
+        "results/bench/cpu/smollm2-135m/Q4_K_M/b4096.json", "results/bench/cpu/smollm2-135m/Q4_K_M/no-mmap.json"]
     assert demo.server_results() == ["results/server/cpu/smollm2-135m/vram-0.2GiB_ctx1024.json",
                                      "results/server/cpu/smollm2-135m/vram-1GiB_ctx1024.json"]
     assert len(study.tune_results()) == 20
@@ -167,3 +169,29 @@ def test_the_profiles_leave_snakemakes_code_trigger_out():
         cfg = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
         assert cfg["rerun-triggers"] == ["mtime", "params", "input", "software-env"], profile
 
+
+def test_task_passes_their_inputs_and_the_baseline_cell():
+    config = load("demo.yaml")
+    config["tasks"] = {"sets": {"cloze": {"cloze": {"corpus": "pydocs"}}, "arc": {"local": {"path": "arc.bin"}}},
+                       "kv": ["f16", "q8_0"], "quants": ["Q2_K"]}
+    d = Deps(validated(config))
+    model = "smollm2-135m"
+    assert d.task_cells(model) == [("F16", "f16"), ("Q2_K", "f16"), ("Q2_K", "q8_0")]  # the baseline always
+    assert len(d.task_results()) == 2 * 3
+    assert "results/tasks/cpu/smollm2-135m/cloze/Q2_K_kv-q8_0.json" in d.task_results()
+    assert d.task_noise_floor_results() == [f"results/tasks/cpu/{model}/{t}/noise-floor/F16_kv-f16.json"
+                                            for t in ("arc", "cloze")]  # canonical: sorted
+    w = wc(build="cpu", model=model, taskset="cloze", quant="Q2_K", kv="q8_0")
+    assert d.task_set_inputs(w) == {"corpus": "results/data/pydocs/corpus.txt",
+                                    "corpus_record": "results/data/pydocs/corpus.json"}
+    assert d.task_set_inputs(wc(taskset="arc")) == {}
+    assert d.task_score_inputs(w) == {"build": "results/builds/cpu/build.json",
+                                      "manifest": "results/models/smollm2-135m/quantized/Q2_K/manifest.json",
+                                      "tasks": "results/tasks/sets/cloze/tasks.bin",
+                                      "task_record": "results/tasks/sets/cloze/tasks.json"}
+    assert d.task_scoring(w) == {"ctx": 512, "batch": None, "ubatch": None}
+    assert d.task_noise_floor(w) == {"batch": 512, "ubatch": 64}
+    assert d.task_baselines() == {model: ["F16", "f16"]}
+    assert d.task_set_spec(w)["cloze"]["choices"] == 3
+    plain = Deps(load("demo.yaml"))
+    assert plain.task_results() == plain.task_noise_floor_results() == [] and plain.task_baselines() == {}
