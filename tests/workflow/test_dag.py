@@ -13,10 +13,12 @@ def test_demo_dag_is_complete(tmp_path):
     # 4 quants x 2 KV types x 2 contexts = 16 PPL cells; the 8 at ctx 512 come from the baseline pass and the
     # 7 KLD runs (4 quants x 2 KV types, less F16 with f16 KV: that is the baseline pass); 6 llama-bench (4 quants
     # by default, and -b/-ub 4096 and no-mmap on Q4_K_M, the quant the claims are read on); a server
-    # check per VRAM budget (2) at the one served context
+    # check per VRAM budget (2) at the one served context; the cloze task set, answered by the 4 quants and once more
+    # by F16 with other batch sizes (the noise floor)
     assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 4,
                       "kld_base": 1, "llama_bench": 6, "perplexity": 8, "kld": 7, "aggregate": 1, "figures": 1,
-                      "server_check": 2, "server_table": 1, "summary_report": 1, "all": 1, "total": 36}
+                      "server_check": 2, "server_table": 1, "summary_report": 1, "make_task_set": 1,
+                      "task_score": 4, "task_noise_floor": 1, "all": 1, "total": 42}
 
 
 def test_demo_is_the_default_config(tmp_path):

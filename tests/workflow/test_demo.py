@@ -106,7 +106,7 @@ def test_bench_table(demo):
 def test_report_is_self_contained(demo):
     workdir, _ = demo
     html = (workdir / "reports/summary.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 7
+    assert html.count('src="data:image/png;base64,') == len(FIGURES)
     assert not re.search(r'src="(?!data:)', html)  # nothing to fetch: opens offline
     for table in ('id="scoreboard-cpu-smollm2-135m"', 'id="kv-cpu-smollm2-135m"', 'id="speed"', 'id="builds"'):
         assert table in html
@@ -145,6 +145,25 @@ def test_the_studys_claims_a_cpu_can_check(demo):
         row = section[section.index(claim):]
         row = row[:row.index("</tr>")]
         assert any(f"<td>{v}</td>" in row for v in ("holds", "does not hold", "not resolved")), row
+
+
+def test_the_quants_answers_and_their_flips_against_f16(demo):
+    """Issue 27 on the demo: the cloze set made from the corpus, answered by every quant; F16 between 45 and 80 %
+    (chance 33 %); each quant's flips against F16 with their Wilson interval and McNemar p, beside its KLD; the noise
+    floor (F16 with other batch sizes) flips nothing on this CPU; the report's section and its flips-vs-KLD figure."""
+    workdir, _ = demo
+    tasks = pd.read_parquet(workdir / "results/tables/tasks.parquet")
+    main = tasks[tasks["variant"] == "main"].set_index("quant")
+    assert sorted(main.index) == sorted(QUANTS) and (main["n_tasks"] == 200).all()
+    assert 0.45 <= main.loc["F16", "accuracy"] <= 0.80
+    others = main.drop(index="F16")
+    assert (others["flip_low"] <= others["flip_rate"]).all() and (others["flip_rate"] <= others["flip_high"]).all()
+    assert others["mcnemar_p"].between(0, 1).all() and others["kld_mean"].notna().all()
+    assert others.loc["Q2_K", "flip_rate"] > others.loc["Q8_0", "flip_rate"]  # the ladder, in flips too
+    questions = pd.read_parquet(workdir / "results/tables/task_questions.parquet")
+    assert len(questions) == 200 * (len(QUANTS) + 1)  # every pass, the noise floor too
+    html = (workdir / "reports/summary.html").read_text()
+    assert 'id="tasks-cpu-smollm2-135m-cloze"' in html and "flips_vs_kld" in html
 
 
 def test_chunks_and_paired_comparisons(demo):
@@ -256,8 +275,8 @@ def test_adding_a_build_runs_only_that_builds_jobs(demo, tmp_path):
     counts, builds = _dry_run_jobs(workdir, config, tmp_path)
     assert builds == {"cpu-noavx512"}
     assert counts == {"build_llama_cpp": 1, "kld_base": 1, "kld": 7, "perplexity": 8, "llama_bench": 6,
-                      "aggregate": 1, "figures": 1, "server_check": 2, "server_table": 1, "summary_report": 1,
-                      "total": 29}
+                      "task_score": 4, "task_noise_floor": 1, "aggregate": 1, "figures": 1, "server_check": 2,
+                      "server_table": 1, "summary_report": 1, "total": 34}
 
 
 def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
@@ -272,7 +291,8 @@ def test_bumping_a_build_reruns_its_measurements_not_the_quants(demo, tmp_path):
 
 # Only what changed is measured again (issue 17): dry-run job lists after each small change ------------------
 
-MEASURING = ("quantize_gguf", "perplexity", "kld_base", "kld", "llama_bench", "tune_offload")
+MEASURING = ("quantize_gguf", "perplexity", "kld_base", "kld", "llama_bench", "tune_offload", "task_score",
+             "task_noise_floor")
 
 
 def _measuring(counts: dict) -> dict:
@@ -287,7 +307,8 @@ def test_adding_a_quant_measures_only_that_quant(demo, tmp_path):
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config["models"]["smollm2-135m"]["quants"]["Q5_K_M"] = {"quantize": "Q5_K_M"}
     counts, _ = _dry_run_jobs(workdir, config, tmp_path)
-    assert _measuring(counts) == {"quantize_gguf": 1, "perplexity": len(KVS), "kld": len(KVS), "llama_bench": 1}
+    assert _measuring(counts) == {"quantize_gguf": 1, "perplexity": len(KVS), "kld": len(KVS), "llama_bench": 1,
+                                  "task_score": 1}
 
 
 @pytest.mark.faults
@@ -333,9 +354,10 @@ def test_demo_report_in_chromium(demo, tmp_path, capsys):
     workdir, _ = demo
     info, problems, png = render(workdir / "reports/summary.html", tmp_path, "e2e-demo", capsys)
     assert problems == []
-    assert len(info["imgs"]) == 7 and all(i["complete"] and i["w"] > 0 for i in info["imgs"])
+    assert len(info["imgs"]) == len(FIGURES) and all(i["complete"] and i["w"] > 0 for i in info["imgs"])
     rows = {t["id"]: t["rows"] for t in info["tables"]}
     assert rows["scoreboard-cpu-smollm2-135m"] == len(QUANTS) and rows["claims-cpu-smollm2-135m-1024"] == 9
+    assert rows["tasks-cpu-smollm2-135m-cloze"] == len(QUANTS)
     assert any("No VRAM measured" in e for e in info["empty"])
 
 
