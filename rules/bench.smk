@@ -13,7 +13,7 @@ rule llama_bench:
         "benchmarks/bench/{build}/{model}/{quant}/{strategy}.tsv"
     conda:
         "../envs/python.yaml"
-    threads: workflow.cores
+    threads: tool_threads(workflow.cores)
     resources:
         gpu=get_gpu,
     params:
@@ -36,7 +36,7 @@ rule tune_offload:
         "benchmarks/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.tsv"
     conda:
         "../envs/python.yaml"
-    threads: workflow.cores
+    threads: tool_threads(workflow.cores)
     resources:
         gpu=get_gpu,
     params:

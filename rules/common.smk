@@ -12,7 +12,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from ggufbench.core import paths  # noqa: E402
-from ggufbench.core.config import check_config, with_sections  # noqa: E402
+from ggufbench.core.config import GGML_MAX_N_THREADS, check_config, with_sections  # noqa: E402
 from ggufbench.sources.registry import quant_kind  # noqa: E402
 from ggufbench.workflow.deps import Deps  # noqa: E402
 from ggufbench.workflow.made import repair as repair_made_outputs  # noqa: E402
@@ -42,6 +42,12 @@ wildcard_constraints:
     budget="[0-9]+(\\.[0-9]+)?",
     shard="[0-9]+",
     taskset="[A-Za-z0-9._+-]+",
+
+
+def tool_threads(cores):
+    """A job that takes the machine's cores gives llama.cpp at most GGML_MAX_N_THREADS of them (-t above it is
+    refused by ggml: --cores 1024 would have asked for 1024)."""
+    return min(cores, GGML_MAX_N_THREADS)
 
 
 def quant_manifest(kind):

@@ -12,7 +12,7 @@ rule server_check:
         "logs/server/{build}/{model}/vram-{budget}GiB_ctx{ctx}.log",
     conda:
         "../envs/python.yaml"
-    threads: workflow.cores
+    threads: tool_threads(workflow.cores)
     resources:
         gpu=get_gpu,
     params:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+# ggml's GGML_MAX_N_THREADS (ggml/include/ggml.h): the most threads a llama.cpp tool takes (config maximum too)
+GGML_MAX_N_THREADS = 512
+
 
 def check_config(config: dict) -> None:
     """Every problem at once, one line each naming its key: ConfigError when there is any."""
