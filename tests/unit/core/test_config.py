@@ -474,3 +474,13 @@ def test_a_strategy_on_some_quants_names_quants_the_models_have(demo):
     validate(demo, SCHEMA)
     with pytest.raises(ConfigError, match=r"bench.strategies.b4096.quants: 'Q5_K_S' is not a quant of any model"):
         check_config(demo)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("key", ["prompt", "gen"])
+def test_an_empty_list_of_prompt_or_generation_sizes_is_refused(demo, key):
+    """The served context is the largest prompt plus the largest generation: an empty list left the report's
+    serve_contexts with max() of nothing (ValueError); a list of 0 still measures none of it."""
+    demo["bench"][key] = []
+    with pytest.raises(WorkflowError, match=r"\[\] should be non-empty|is too short"):
+        validate(demo, SCHEMA)
