@@ -32,6 +32,7 @@ else:
 
 
 include: "rules/tasks.smk"
+include: "rules/kv_cost.smk"
 include: "rules/bench.smk"
 include: "rules/report.smk"
 include: "rules/server.smk"

@@ -51,7 +51,7 @@ def tool_threads(cores):
 
 
 def quant_manifest(kind):
-    """The manifest path a quant kind's rule makes (its folder: sources/registry.py QUANT_KINDS)."""
+    """The manifest path of a quant kind, in its folder (sources/registry.py QUANT_KINDS)."""
     return paths.path(paths.MANIFEST, model="{model}", folder=quant_kind(kind).folder, quant="{quant}")
 
 
@@ -66,6 +66,7 @@ model_source_spec = DEPS.model_source_spec
 quant_origin = DEPS.quant_origin_spec
 corpus_spec = DEPS.corpus_spec
 perplexity_chunks = DEPS.perplexity_chunks
+kv_cost_cells = DEPS.kv_cost_cells
 kld_shard_runs = DEPS.kld_shard_runs
 kld_shard_quants = DEPS.kld_shard_quants
 kld_shard_disk_mb = DEPS.kld_shard_disk_mb
@@ -80,6 +81,7 @@ task_noise_floor = DEPS.task_noise_floor
 perplexity_inputs = DEPS.perplexity_inputs
 kld_base_inputs = DEPS.kld_base_inputs
 kld_inputs = DEPS.kld_inputs
+kv_cost_inputs = DEPS.kv_cost_inputs
 kld_shard_plan_inputs = DEPS.kld_shard_plan_inputs
 kld_shard_inputs = DEPS.kld_shard_inputs
 bench_inputs = DEPS.bench_inputs
@@ -105,6 +107,7 @@ def get_kld_shard_records(wildcards):
 # --- result files -----------------------------------------------------------------------------------
 get_perplexity_results = DEPS.perplexity_results
 get_kld_results = DEPS.kld_results
+get_kv_cost_results = DEPS.kv_cost_results
 get_bench_results = DEPS.bench_results
 get_tune_results = DEPS.tune_results
 get_server_results = DEPS.server_results
@@ -117,6 +120,7 @@ get_task_noise_floor_results = DEPS.task_noise_floor_results
 RECORDS = {
     "perplexity": get_perplexity_results(),
     "kld": get_kld_results(),
+    "kv_cost": get_kv_cost_results(),
     "bench": get_bench_results(),
     "tune": get_tune_results(),
     "server": get_server_results(),

@@ -8,6 +8,7 @@ rule aggregate:
         bench=get_bench_results(),
         tune=get_tune_results(),
         tasks=get_task_results() + get_task_noise_floor_results(),
+        kv_cost=get_kv_cost_results(),
         builds=expand(paths.BUILD_RECORD, build=BUILDS),
         # what each record must have measured: the build, the quant's file and the corpus that are there now
         manifests=DEPS.manifests(),
@@ -21,6 +22,8 @@ rule aggregate:
         chunks=paths.table("chunks"),
         tasks=paths.table("tasks"),
         task_questions=paths.table("task_questions"),
+        kv_cost=paths.table("kv_cost"),
+        kv_cost_positions=paths.table("kv_cost_positions"),
     log:
         "logs/report/aggregate.log",
     conda:
@@ -41,6 +44,7 @@ rule figures:
         kld=rules.aggregate.output.kld,
         bench=rules.aggregate.output.bench,
         tasks=rules.aggregate.output.tasks,
+        kv_cost_positions=rules.aggregate.output.kv_cost_positions,
     output:
         # one question each (src/ggufbench/report/figures.py FIGURES); the keys are the figure names the script makes
         kld_vs_size=report(
@@ -84,6 +88,12 @@ rule figures:
             caption="../docs/report/speed_vs_vram.rst",
             category="Speed",
             labels={"figure": "t/s vs VRAM"},
+        ),
+        kv_cost_by_position=report(
+            "reports/figures/kv_cost_by_position.png",
+            caption="../docs/report/kv_cost_by_position.rst",
+            category="Quality",
+            labels={"figure": "KV cost by position"},
         ),
         threads=report(
             "reports/figures/threads.png",

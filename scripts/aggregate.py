@@ -9,6 +9,6 @@ from ggufbench.workflow.job import job_from_snakemake
 
 i = snakemake.input
 job = job_from_snakemake(snakemake)
-records = {name: list(i[name]) for name in ("perplexity", "kld", "bench", "tune", "tasks", "builds")}
+records = {name: list(i[name]) for name in ("perplexity", "kld", "bench", "tune", "tasks", "kv_cost", "builds")}
 write_tables(records, job.out, bench_summary=snakemake.params.bench_summary,
              now=now_of(i.builds, i.manifests, i.corpora), task_baselines=snakemake.params.task_baselines)

@@ -18,7 +18,7 @@ def test_demo_dag_is_complete(tmp_path):
     assert counts == {"build_llama_cpp": 1, "fetch_model_source": 1, "make_corpus": 1, "quantize_gguf": 4,
                       "kld_base": 1, "llama_bench": 6, "perplexity": 8, "kld": 7, "aggregate": 1, "figures": 1,
                       "server_check": 2, "server_table": 1, "summary_report": 1, "make_task_set": 1,
-                      "task_score": 4, "task_noise_floor": 1, "all": 1, "total": 42}
+                      "task_score": 4, "task_noise_floor": 1, "kv_cost": 2, "all": 1, "total": 44}
 
 
 def test_demo_is_the_default_config(tmp_path):
@@ -33,7 +33,12 @@ def test_study_config_dry_runs_to_a_complete_dag(tmp_path):
     # Q8_0 baseline pass
     assert counts["download_gguf"] == 5
     assert counts["perplexity"] == 15
-    assert counts["kld"] == 14 and counts["kld_base"] == 1
+    # KLD at ctx 512 and 8192 (issue 26): a baseline pass and 14 KLD runs at each
+    assert counts["kld"] == 28 and counts["kld_base"] == 2
+    # the KV-type cost by the scorer: 5 quants x ctx 8192 and 32768, every KV type in one run each
+    assert counts["kv_cost"] == 10
+    # the answers (issue 27): ARC-Challenge, ARC-Easy, MMLU x 5 quants x 3 KV types, and a noise floor per set
+    assert counts["make_task_set"] == 3 and counts["task_score"] == 45 and counts["task_noise_floor"] == 3
     # llama-bench: 5 quants x 11 offload strategies (the 5 offloads; the study's C7 and its mmap twin, the layer
     # split, -b/-ub 4096 beside n-cpu-moe and both fits: issue 28); the tuner: 5 quants x 2 VRAM budgets x 2
     # contexts; a server check per report budget (12, 16, 24 GiB) and context
@@ -52,7 +57,9 @@ def test_study_with_sharded_kld_dry_runs(tmp_path):
     proc = snakemake(tmp_path, "-n", "--cores", "8", "--configfile", str(REPO / "config/config.yaml"),
                      str(REPO / "config/kld-sharded.yaml"))
     counts = job_counts(proc.stdout)
-    assert counts["kld_shard_plan"] == 1 and counts["kld_combine"] == 14 and counts["kld_base_combine"] == 1
+    # a shard plan and 14 combined KLD records per kld.ctx; the baseline's own PPL is a cell only at ctx 512 (at 8192
+    # the PPL matrix scores the whole corpus, the KLD 4 chunks: not the same measurement)
+    assert counts["kld_shard_plan"] == 2 and counts["kld_combine"] == 28 and counts["kld_base_combine"] == 1
     assert counts["perplexity"] == 15  # ctx 8192 only, on the whole corpus as before
     assert "kld" not in counts and "kld_base" not in counts
     assert "The run involves checkpoint jobs" in proc.stdout + proc.stderr

@@ -53,10 +53,11 @@ def _missing_files(config: dict) -> list[str]:
 
 
 def _quality_corpora(config: dict) -> list[str]:
-    """perplexity.corpus and kld.corpus name a corpus (a speed-only study has neither section)."""
+    """perplexity.corpus, kld.corpus and kv_cost.corpus name a corpus (a speed-only study has none of them)."""
     corpora = config["corpora"]
     return [f"{section}.corpus: {config[section]['corpus']!r} is not a key of corpora ({', '.join(corpora)})"
-            for section in ("perplexity", "kld") if section in config and config[section]["corpus"] not in corpora]
+            for section in ("perplexity", "kld", "kv_cost") if section in config
+            and config[section]["corpus"] not in corpora]
 
 
 def _kld_mode(config: dict) -> list[str]:
@@ -72,10 +73,34 @@ def _kld_mode(config: dict) -> list[str]:
 
 
 def _chunks_by_ctx(config: dict) -> list[str]:
-    ppl = config.get("perplexity") or {}
-    ctxs = ppl.get("ctx", [])
-    return [f"perplexity.chunks_by_ctx: {key} is not one of perplexity.ctx ({ctxs})"
-            for key in (ppl.get("chunks_by_ctx") or {}) if not str(key).isdigit() or int(key) not in ctxs]
+    problems = []
+    for section in ("perplexity", "kld", "kv_cost"):
+        sec = config.get(section) or {}
+        ctx = sec.get("ctx", [])
+        ctxs = ctx if isinstance(ctx, list) else [ctx]
+        problems += [f"{section}.chunks_by_ctx: {key} is not one of {section}.ctx ({ctxs})"
+                     for key in (sec.get("chunks_by_ctx") or {}) if not str(key).isdigit() or int(key) not in ctxs]
+    return problems
+
+
+def _kv_cost(config: dict) -> list[str]:
+    """kv_cost.bins start at 0 and increase; kv_cost.quants are quants of the models; the reference is not scored
+    against itself."""
+    kc = config.get("kv_cost") or {}
+    if not kc:
+        return []
+    problems = []
+    bins = kc.get("bins", [0])
+    if bins[0] != 0 or bins != sorted(bins):
+        problems.append(f"kv_cost.bins: {bins} must increase from 0 (edges of the position bins, e.g. [0, 1024, 4096])")
+    known = {q for m in config["models"].values() for q in m["quants"]}
+    problems += [f"kv_cost.quants: {q!r} is not a quant of any model ({', '.join(sorted(known))})"
+                 for q in kc.get("quants") or [] if q not in known]
+    ref = kc.get("ref_kv", "f16")
+    if ref in kc.get("kv", []):
+        problems.append(f"kv_cost.kv: {ref!r} is kv_cost.ref_kv, the reference: a KV type against itself measures "
+                        "nothing; drop it from kv_cost.kv")
+    return problems
 
 
 def _bench_contexts(config: dict) -> list[str]:
@@ -116,7 +141,8 @@ def _quantized_v_without_flash_attention(config: dict) -> list[str]:
 
 def _kv_types(config: dict):
     """(config key, KV type) of every KV type the config asks for; kld.kv and kld.base_kv may be one string."""
-    for section, key in (("perplexity", "kv"), ("kld", "kv"), ("kld", "base_kv"), ("bench", "kv")):
+    for section, key in (("perplexity", "kv"), ("kld", "kv"), ("kld", "base_kv"), ("bench", "kv"), ("kv_cost", "kv"),
+                         ("kv_cost", "ref_kv")):
         kvs = (config.get(section) or {}).get(key) or []
         for kv in [kvs] if isinstance(kvs, str) else kvs:
             yield f"{section}.{key}", kv
@@ -226,8 +252,8 @@ def _property(node: dict, name) -> dict | None:
 
 
 # One check per concern, in the order their lines are reported.
-CHECKS = (_models, _missing_files, _quality_corpora, _kld_mode, _chunks_by_ctx, _bench_contexts, _strategy_quants,
-          _quantized_v_without_flash_attention, _numbers, _task_sets)
+CHECKS = (_models, _missing_files, _quality_corpora, _kld_mode, _chunks_by_ctx, _kv_cost, _bench_contexts,
+          _strategy_quants, _quantized_v_without_flash_attention, _numbers, _task_sets)
 
 
 def kv_pair(kv: str) -> tuple[str, str]:

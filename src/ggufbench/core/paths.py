@@ -27,6 +27,7 @@ KLD_SHARDS = "results/kld-shards/{build}/{model}/ctx{ctx}"
 KLD_SHARD_PLAN = KLD_SHARDS + "/plan.json"
 KLD_SHARD_TOKENS = KLD_SHARDS + "/tokens.json"
 KLD_SHARD = KLD_SHARDS + "/shard-{shard}.json"
+KV_COST = "results/kv-cost/{build}/{model}/{quant}/ctx{ctx}.json"  # every KV type of kv_cost.kv in one record
 
 BENCH = "results/bench/{build}/{model}/{quant}/{strategy}.json"
 TUNE = "results/tune/{build}/{model}/{quant}/vram-{budget}GiB_ctx{ctx}.json"
@@ -39,8 +40,9 @@ TASKS = "results/tasks/{build}/{model}/{taskset}/{quant}_kv-{kv}.json"
 TASKS_NOISE_FLOOR = "results/tasks/{build}/{model}/{taskset}/noise-floor/{quant}_kv-{kv}.json"
 
 TABLE = "results/tables/{name}.parquet"
-TABLES = ("perplexity", "kld", "bench", "tune", "builds", "chunks", "tasks",
-          "task_questions")  # what rule aggregate writes; server.parquet apart
+# what rule aggregate writes (server.parquet apart); kv_cost_positions: the position curve of the kv_cost records
+TABLES = ("perplexity", "kld", "bench", "tune", "builds", "chunks", "tasks", "task_questions", "kv_cost",
+          "kv_cost_positions")
 
 
 def path(template: str, **fields) -> str:

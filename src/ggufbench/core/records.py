@@ -22,7 +22,7 @@ from .io import made_here, read_json
 # The record templates, their stage, and where each path field is in the record.
 STAGES = {paths.PERPLEXITY: "perplexity", paths.KLD: "kld", paths.KLD_BASE: "kld_base", paths.BENCH: "bench",
           paths.TUNE: "tune", paths.SERVER: "server", paths.KLD_SHARD: "kld_shard", paths.TASKS: "tasks",
-          paths.TASKS_NOISE_FLOOR: "tasks"}
+          paths.TASKS_NOISE_FLOOR: "tasks", paths.KV_COST: "kv_cost"}
 FIELDS = {"build": ("provenance", "build"), "model": ("provenance", "model"), "quant": ("provenance", "quant"),
           "kv": ("params", "kv"), "strategy": ("params", "strategy"), "budget": ("params", "budget_gib"),
           "taskset": ("params", "task_set")}
@@ -55,6 +55,9 @@ class Now:
     provenance joins them), each corpus's sha256. A part the reader does not know is not checked."""
 
     build_keys: dict[str, str] = field(default_factory=dict)
+    # the key of each build's llama.cpp tools alone (build.json tools_key): a record those tools measured stays valid
+    # when only ggufbench's scorer changed (the tools compile bit for bit again); a kv_cost record needs the full key
+    tools_keys: dict[str, str] = field(default_factory=dict)
     file_sha256: dict[tuple[str, str], str] = field(default_factory=dict)   # (model, quant) -> sha256[,sha256...]
     corpus_sha256: dict[str, str] = field(default_factory=dict)
 
@@ -102,7 +105,8 @@ def _now_problems(rec: dict, now: Now) -> list[str]:
     prov = rec.get("provenance") or {}
     out = []
     key = now.build_keys.get(prov.get("build"))
-    if key is not None and prov.get("build_key") != key:
+    tools_key = now.tools_keys.get(prov.get("build")) if rec.get("stage") != "kv_cost" else None
+    if key is not None and prov.get("build_key") not in (key, tools_key):
         out.append(f"was measured with build key {prov.get('build_key')!r}, build {prov.get('build')!r} is {key!r} "
                    "now")
     sha = now.file_sha256.get((prov.get("model"), prov.get("quant")))

@@ -9,6 +9,12 @@ A build is keyed by source identity + CMake arguments + compiler and nvcc versio
 cache outside the repo (GGUFBENCH_CACHE, default ~/.cache/ggufbench), so an unchanged build is reused by
 every checkout and test run on the machine; a build that fails or is killed leaves only a scratch folder.
 
+Beside the tools, the build makes ggufbench's own KV-cost scorer (ggufbench-kvscore, llamacpp/kvscore/: one C++
+file against llama.h) as one more target of llama.cpp's own CMake build, added from outside its tree through
+CMAKE_PROJECT_llama.cpp_INCLUDE; the scorer's source hash is part of the build key. A scorer that does not compile
+against a llama.cpp costs that build nothing else: the record lists it under `missing_tools` with the reason, as a
+build made before the scorer existed lacks it in `tools` (features `kvscore`: false).
+
 A build's record (results/builds/<build>/build.json) notes each tool's size and sha256, so the jobs that run a tool
 check it there without the cache (ensure_tool): the cache is needed only to put back a tool that changed, and then
 the one named now ($GGUFBENCH_CACHE or the config's cache_dir) is used, found by the build's key, wherever the
@@ -44,12 +50,31 @@ from ..core.cache import (
 from ..core.errors import ConfigError, ToolFailed
 from ..core.io import mismatch, read_json, remove_with_stamp, sha256_file, stamp_verified, write_json
 from .features import MINIMUM, check_source, optional_tools, probe
+from .kvscore_output import SCORER
 from .run import run_tool
 
 # What the workflow runs: measurement tools, llama-server (proven commands); every build has them (the rule's
 # outputs). llama-fit-params (what --fit decides) is built too where the source has it (features.OPTIONAL_TOOLS).
 TOOLS = ("llama-perplexity", "llama-bench", "llama-quantize", "llama-tokenize", "llama-server")
 KEYED_TOOLS = (*TOOLS, "llama-fit-params")  # part of the build key as it was before fit-params became optional
+SCORER_DIR = Path(__file__).with_name("kvscore")  # the scorer's C++ source and the CMake file that adds its target
+SCORER_SOURCES = ("kvscore.cpp", "kvscore.cmake", "target.cmake")
+
+
+def scorer_source_hash(folder: Path | None = None) -> str:
+    """sha256 over the scorer's source files (names and bytes): part of the build key, so a changed scorer is a new
+    build (the same llama.cpp, compiled again with it)."""
+    folder = folder or SCORER_DIR
+    h = hashlib.sha256()
+    for name in SCORER_SOURCES:
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def scorer_cmake_arg(folder: Path | None = None) -> str:
+    """The configure argument that adds the scorer's target to llama.cpp's build (not a build-key entry: the folder
+    is this checkout's, its contents are keyed by scorer_source_hash)."""
+    return f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={(folder or SCORER_DIR) / 'kvscore.cmake'}"
 
 
 def _first_line(cmd: list[str]) -> str | None:
@@ -322,10 +347,15 @@ def toolchain(cuda: bool) -> dict:
     return tc
 
 
-def build_key(ident: dict, args: list[str], tc: dict) -> str:
+def build_key(ident: dict, args: list[str], tc: dict, *, scorer: bool = True) -> str:
+    """The build's key: source identity, CMake arguments, compiler and nvcc versions, and the scorer's source.
+    scorer=False: the key of llama.cpp's own tools alone, as every key was before the scorer was built (its tools_key:
+    a scorer change compiles them again bit for bit, so what they measured stays valid, core/records.py)."""
     keyed = {"source": {k: v for k, v in ident.items() if k != "path" or ident["kind"] == "local_dir"},
              "cmake_args": args, "cxx_version": tc["cxx_version"], "nvcc_version": tc["nvcc_version"],
              "tools": KEYED_TOOLS}
+    if scorer:
+        keyed["scorer"] = scorer_source_hash()
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -449,32 +479,51 @@ def build_llama_cpp(name: str, build: dict, out_dir: Path, *, jobs: int, log: st
             _copy_verified(done / "bin" / t, out_dir / "bin" / t, files[f"bin/{t}"])
     # llama-perplexity's common arguments have --version in every supported llama.cpp (llama-bench's came later)
     version = parse_version(run_tool([str(out_dir / "bin" / "llama-perplexity"), "--version"], log).output)
-    feats = probe(out_dir / "bin")
+    feats = {**probe(out_dir / "bin"), "kvscore": SCORER in built}
+    missing = _missing_tools(done)
     # cache_path: where it was cached when made (provenance); ensure_tool finds the entry by key in today's cache
-    return {"build": name, "key": key, "reused_from_cache": reused, "cache_path": str(done),
+    return {"build": name, "key": key, "tools_key": build_key(ident, args, tc, scorer=False),
+            "reused_from_cache": reused, "cache_path": str(done),
             "backend": "CUDA" if build.get("cuda") else "CPU", "source": ident, "source_dir": str(src),
             "commit": ident.get("commit") or version.get("binary_commit") or "unknown",
             "cmake_args": args, "toolchain": tc, **version,
             "cuda_architectures": build.get("resolved_cuda_architectures") if build.get("cuda") else None,
             "cuda_architectures_from": arch_note, "amx": amx,
             "tools": built, "files": {f"bin/{t}": files[f"bin/{t}"] for t in built}, "features": feats,
-            "spec": spec}
+            "missing_tools": missing, "spec": spec}
+
+
+def _missing_tools(done: Path) -> dict[str, str]:
+    """What the cached build could not make, and why (the scorer, where it did not compile); {} for a build from
+    before this was noted."""
+    try:
+        return dict(json.loads((done / "build.json").read_text()).get("missing") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _compile(src: Path, generator: str, args: list[str], done: Path, *, jobs: int, log: str | Path | None) -> dict:
     """Configure and build the tools in a scratch folder, then move them in as the finished entry `done` (with the
-    key's lock held); return their record."""
+    key's lock held); return their record. The scorer is built last, on its own: if it does not compile, the
+    entry notes why (`missing`) and holds the other tools."""
     work = done.with_name(f"{done.name}.work-{os.getpid()}")
     targets = [*TOOLS, *optional_tools(src)]
-    run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", generator, *args], log)
-    run_tool(["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs),
-              "--target", *targets], log)
+    build = ["cmake", "--build", str(work / "cmake"), "--config", "Release", "-j", str(jobs), "--target"]
+    run_tool(["cmake", "-S", str(src), "-B", str(work / "cmake"), "-G", generator, *args, scorer_cmake_arg()], log)
+    run_tool([*build, *targets], log)
+    missing = {}
+    try:
+        run_tool([*build, SCORER], log)
+        targets.append(SCORER)
+    except ToolFailed as e:
+        missing[SCORER] = f"it did not compile against this llama.cpp: {e}"[:2000]
+        note(log, f"{SCORER} left out of this build: {missing[SCORER]}")
     (work / "bin").mkdir()
     for t in targets:
         shutil.copy2(work / "cmake" / "bin" / t, work / "bin" / t)
     shutil.rmtree(work / "cmake")
     files = {f"bin/{t}": fingerprint(work / "bin" / t) for t in targets}
-    write_json(work / "build.json", {"key": done.name, "files": files})
+    write_json(work / "build.json", {"key": done.name, "files": files, "missing": missing})
     shutil.rmtree(done, ignore_errors=True)
     work.rename(done)
     return files
@@ -496,7 +545,11 @@ def ensure_tool(build_json: str | Path, name: str, log: str | Path | None = None
     rec = read_json(build_json)
     path = build_json.parent / "bin" / name
     if name not in rec.get("tools", TOOLS):
-        raise ToolFailed(f"build {rec.get('build')} has no {name} (its tools: {', '.join(rec.get('tools', []))})")
+        why = (rec.get("missing_tools") or {}).get(name)
+        if name == SCORER and why is None:
+            why = "made before ggufbench built its scorer: rebuild it, snakemake --forcerun build_llama_cpp"
+        raise ToolFailed(f"build {rec.get('build')} has no {name} (its tools: {', '.join(rec.get('tools', []))})"
+                         + (f": {why}" if why else ""))
     noted = (rec.get("files") or {}).get(f"bin/{name}")
     why = mismatch(path, noted["size"], noted["sha256"]) if noted else None
     if noted and why is None:

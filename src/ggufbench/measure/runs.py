@@ -31,6 +31,18 @@ def ppl_chunks(config: dict, ctx: int) -> int | None:
     return by_ctx.get(ctx, by_ctx.get(str(ctx), ppl.get("chunks")))
 
 
+def kld_chunks(config: dict, ctx: int) -> int | None:
+    """--chunks of the KLD passes at ctx: kld.chunks_by_ctx where it names ctx, else kld.chunks."""
+    k = config.get("kld") or {}
+    by_ctx = k.get("chunks_by_ctx") or {}
+    return by_ctx.get(ctx, by_ctx.get(str(ctx), k.get("chunks")))
+
+
+def kld_ctxs(config: dict) -> list[int]:
+    """kld.ctx: one context or a list."""
+    return as_list((config.get("kld") or {}).get("ctx", []))
+
+
 def kld_kvs(config: dict) -> list[str]:
     return as_list((config.get("kld") or {}).get("kv", "f16"))
 
@@ -72,14 +84,42 @@ def kld_runs(config: dict) -> list[Run]:
     for build in config["builds"]:
         for model, m in config["models"].items():
             base = m["baseline"]
-            runs.append(Run("kld_base", build, model, base, k["ctx"], kld_base_kv(config), k.get("chunks"),
-                            k["corpus"]))
-            for quant in m["quants"]:
-                for kv in kld_kvs(config):
-                    if quant == base and kv == kld_base_kv(config):
-                        continue  # the baseline against itself: the baseline pass
-                    runs.append(Run("kld", build, model, quant, k["ctx"], kv, k.get("chunks"), k["corpus"]))
+            for ctx in kld_ctxs(config):
+                chunks = kld_chunks(config, ctx)
+                runs.append(Run("kld_base", build, model, base, ctx, kld_base_kv(config), chunks, k["corpus"]))
+                for quant in m["quants"]:
+                    for kv in kld_kvs(config):
+                        if quant == base and kv == kld_base_kv(config):
+                            continue  # the baseline against itself: the baseline pass
+                        runs.append(Run("kld", build, model, quant, ctx, kv, chunks, k["corpus"]))
     return runs
+
+
+@dataclass(frozen=True)
+class KvCostRun:
+    """One ggufbench-kvscore run: every KV type of kv_cost.kv against kv_cost.ref_kv on one quant at one context."""
+
+    build: str
+    model: str
+    quant: str
+    ctx: int
+    chunks: int | None
+
+    @property
+    def path(self) -> str:
+        return paths.path(paths.KV_COST, build=self.build, model=self.model, quant=self.quant, ctx=self.ctx)
+
+
+def kv_cost_runs(config: dict) -> list[KvCostRun]:
+    """The scorer runs (none without a `kv_cost:` section)."""
+    kc = config.get("kv_cost")
+    if not kc:
+        return []
+    by_ctx = kc.get("chunks_by_ctx") or {}
+    wanted = kc.get("quants")
+    return [KvCostRun(build, model, quant, ctx, by_ctx.get(ctx, by_ctx.get(str(ctx), kc.get("chunks"))))
+            for build in config["builds"] for model, m in config["models"].items() for quant in m["quants"]
+            if wanted is None or quant in wanted for ctx in kc["ctx"]]
 
 
 def ppl_cells(config: dict) -> list[Run]:

@@ -37,6 +37,8 @@ FIGURES = {
     "threads": "How many CPU threads are best? (t/s vs threads)",
     "kld_percentiles": "How bad are each quant's worst tokens? (KLD percentiles per quant)",
     "flips_vs_kld": "Do more answers flip as KLD grows? (task flip rate vs mean KLD, every cell)",
+    "kv_cost_by_position": "Does a quantized KV cache cost more further into the context? (mean KLD vs f16 KV by "
+                           "position, 95 % over chunks; hollow: not resolved)",
 }
 
 
@@ -58,6 +60,7 @@ def _no_data(title: str, why: str, path) -> None:
 
 NO_PPL = "No perplexity results in this run: perplexity: (or kld:) in the config measures them."
 NO_BENCH = "No llama-bench results in this run: bench: in the config measures speed and VRAM."
+NO_KV_COST = "No KV-cost results in this run: kv_cost: in the config measures them (docs/kv-cost.md)."
 
 
 def _no_kld_why(kld: pd.DataFrame) -> str:
@@ -381,14 +384,75 @@ def flips_vs_kld(tasks: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
+def _k(n: int) -> str:
+    return f"{n / 1024:g}K" if n >= 1024 else str(n)
+
+
+def _kv_cost_panel(ax, h: pd.DataFrame, kvs: list[str]) -> None:
+    """One context: per KV type the mean KLD of each position bin with its 95 % interval over chunks (Student's t);
+    a bin whose interval reaches 0 is not resolved: hollow marker, dotted whisker down to the axis."""
+    bins = h.drop_duplicates("bin").sort_values("bin")
+    xs = {b: i for i, b in enumerate(bins["bin"])}
+    for j, kv in enumerate(kvs):
+        k = h[h["kv"] == kv].sort_values("bin")
+        if k.empty:
+            continue
+        color = plt.cm.tab10(j % 10)
+        x = np.array([xs[b] for b in k["bin"]]) + 0.08 * (j - (len(kvs) - 1) / 2)
+        y, half = k["kld_mean"].to_numpy(float), k["kld_half_width"].to_numpy(float)
+        ok = k["kld_resolved"].to_numpy(bool)
+        low = np.where(ok, y - half, y * 1e-3)  # an interval reaching 0 runs off the log axis
+        ax.plot(x, y, color=color, lw=1, alpha=0.6)
+        ax.errorbar(x[ok], y[ok], yerr=[(y - low)[ok], half[ok]], fmt="o", color=color, capsize=3, label=kv)
+        if (~ok).any():
+            eb = ax.errorbar(x[~ok], y[~ok], yerr=[(y - low)[~ok], half[~ok]], fmt="o", mfc="white", color=color,
+                             capsize=3, elinewidth=1, label=f"{kv} (not resolved)")
+            for bar in eb.lines[2]:
+                bar.set_linestyle(":")
+    ax.set_xticks(range(len(bins)), [f"{_k(lo)}–{_k(hi)}" for lo, hi in zip(bins["pos_lo"], bins["pos_hi"],
+                                                                             strict=True)], fontsize=8)
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def kv_cost_by_position(pos: pd.DataFrame, path) -> None:
+    title = FIGURES["kv_cost_by_position"]
+    if not present(pos, "build", "model", "quant", "ctx", "kv", "bin", "kld_mean", "kld_half_width"):
+        return _no_data(title, NO_KV_COST, path)
+    groups = list(pos.groupby(["build", "model", "quant"], sort=False))
+    ctxs = sorted(pos["ctx"].unique())
+    kvs = list(dict.fromkeys(pos["kv"]))
+    fig, axes = plt.subplots(len(groups), len(ctxs), figsize=(1.5 + 4.2 * len(ctxs), 0.8 + 3.4 * len(groups)),
+                             squeeze=False, layout="constrained", sharey=True)
+    for r, ((build, model, quant), g) in enumerate(groups):
+        for c, ctx in enumerate(ctxs):
+            ax = axes[r, c]
+            h = g[g["ctx"] == ctx]
+            if h.empty:
+                ax.text(0.5, 0.5, f"ctx {ctx} not measured", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            _kv_cost_panel(ax, h, kvs)
+            n = int(h["n_chunks"].iloc[0])
+            ax.set_title(f"{model} {quant} [{build}], ctx {ctx:,} ({n} chunk{'s' if n != 1 else ''})", fontsize=9)
+            ax.set_xlabel("position in the context", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"mean KLD vs {h['ref_kv'].iloc[0]} KV (log)", fontsize=8)
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    _save(fig, path)
+
+
 MAKERS = {"kld_vs_size": ("kld", kld_vs_size), "ppl_vs_size": ("perplexity", ppl_vs_size),
           "kv_heatmap": ("perplexity", kv_heatmap), "speed": ("bench", speed),
           "speed_vs_vram": ("bench", speed_vs_vram), "threads": ("bench", threads),
-          "kld_percentiles": ("kld", kld_percentiles), "flips_vs_kld": ("tasks", flips_vs_kld)}
+          "kld_percentiles": ("kld", kld_percentiles), "flips_vs_kld": ("tasks", flips_vs_kld),
+          "kv_cost_by_position": ("kv_cost_positions", kv_cost_by_position)}
 
 
 def make_figures(tables: dict, out: dict) -> None:
-    """tables: {perplexity, kld, bench, tasks: parquet path}; out: {figure key: png path} (the keys of FIGURES)."""
+    """tables: {perplexity, kld, bench, tasks, kv_cost_positions: parquet path}; out: {figure key: png path} (the keys
+    of FIGURES)."""
     unknown = set(out) - set(MAKERS)
     if unknown:
         raise ValueError(f"figures asked for {sorted(unknown)}; known: {sorted(MAKERS)} (see FIGURES in "
@@ -396,6 +460,6 @@ def make_figures(tables: dict, out: dict) -> None:
     cache: dict[str, pd.DataFrame] = {}
     for key, path in out.items():
         table, make = MAKERS[key]
-        if table not in cache:  # a run of tables from before the tasks table was made: the figure says so
+        if table not in cache:  # a run of tables from before the tasks or kv_cost tables: the figure says so
             cache[table] = read_table(tables[table]) if table in tables else pd.DataFrame()
         make(cache[table], path)

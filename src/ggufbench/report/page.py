@@ -628,6 +628,76 @@ def paired_section(tables: dict[str, pd.DataFrame]) -> str:
     return _macro("paired")(blocks, ranking)
 
 
+def _verdict_text(v: dict) -> str:
+    return v["verdict"] if v["verdict"] != "unresolved" else "not resolved"
+
+
+def _kv_cost_positions(pos: pd.DataFrame) -> dict:
+    """One quant's position curve at one context: per KV type and position bin, the mean KLD with its 95 % interval
+    over chunks, and how much it grew over the first bin (paired on the chunks)."""
+    p = pos.sort_values(["kv", "bin"], kind="stable")
+    shown = pd.DataFrame({
+        "KV": p["kv"].to_numpy(),
+        "positions": [f"{lo:,}–{hi - 1:,}" for lo, hi in zip(p["pos_lo"], p["pos_hi"], strict=True)],
+        "tokens": p["count"].astype(int).astype(str).to_numpy(),
+        "mean KLD ± 95%": [f"{v:.6f} ± {h:.6f}" for v, h in zip(p["kld_mean"], p["kld_half_width"], strict=True)],
+        "resolved": ["yes" if r else "no" for r in p["kld_resolved"]],
+        "vs first bin ± 95%": [f"{d:+.6f} ± {h:.6f}" if b else "—" for d, h, b in
+                               zip(p["growth_vs_first"], p["growth_half_width"], p["bin"], strict=True)],
+        "growth resolved": ["—" if b == 0 else ("yes" if r else f"no ({_chunks_needed(n)} chunks would)")
+                            for r, n, b in zip(p["growth_resolved"], p["growth_chunks_needed"], p["bin"],
+                                               strict=True)]})
+    return _table(shown, "kv-cost-positions", {"tokens", "mean KLD ± 95%", "vs first bin ± 95%"})
+
+
+def _chunks_needed(v) -> str:
+    return "—" if recommend.isna(v) else str(int(v))
+
+
+def kv_cost_section(tables: dict[str, pd.DataFrame], config: dict) -> str:
+    """Is q8_0 KV free at C tokens? Per quant and context, every KV type of kv_cost against the reference KV type on
+    the same tokens: mean KLD over llama-perplexity's second half with the paired verdict (kv_cost.free_kld) and the
+    chunks it would take, the cost over every position, and the position curve."""
+    from ..measure.kv_cost import row_verdict
+
+    kc, pos = tables.get("kv_cost", pd.DataFrame()), tables.get("kv_cost_positions", pd.DataFrame())
+    if not present(kc, "build", "model", "quant", "ctx", "kv", "half_kld_mean"):
+        return _empty("KV-cost results", "kv_cost: in the config measures what each KV type costs at the contexts "
+                      "you serve (ggufbench-kvscore, built with llama.cpp; docs/kv-cost.md)")
+    tol = float((config.get("kv_cost") or {}).get("free_kld", 0.001))
+    blocks = []
+    for (build, model, quant, ctx), g in kc.groupby(["build", "model", "quant", "ctx"], sort=False):
+        verdicts = [row_verdict(r, tol) for r in g.to_dict("records")]
+        shown = pd.DataFrame({
+            "KV": g["kv"].to_numpy(),
+            "mean KLD (2nd half)": [_pm(v, u, "{:.6f}") for v, u in zip(g["half_kld_mean"],
+                                                                        g["half_kld_mean_uncertainty"], strict=True)],
+            "95% over chunks": [f"{v['low']:.6f} – {v['high']:.6f}" if not recommend.isna(v["low"]) else "—"
+                                for v in verdicts],
+            "verdict": [_verdict_text(v) for v in verdicts],
+            "chunks needed": [_chunks_needed(v["chunks_needed"]) for v in verdicts],
+            "ln PPL(KV)/PPL(ref)": [f"{v:+.5f} ± {u:.5f}" for v, u in zip(g["half_ln_ppl_ratio"],
+                                                                          g["half_ln_ppl_ratio_uncertainty"],
+                                                                          strict=True)],
+            "same top p %": [_pm(v, u, "{:.2f}") for v, u in zip(g["half_same_top_p_pct"],
+                                                                 g["half_same_top_p_pct_uncertainty"], strict=True)],
+            "KLD 99% (approx.)": g["half_kld_p99"].map(lambda v: f"{v:.5f}").to_numpy(),
+            "mean KLD (all positions)": g["all_kld_mean"].map(lambda v: f"{v:.6f}").to_numpy(),
+            "chunks": g["n_chunks"].astype(int).astype(str).to_numpy(),
+            "peak RSS GiB": g["peak_rss_bytes"].map(_gib).to_numpy()})
+        words = [v["verdict"] for v in verdicts]
+        table = _table(shown, "kv-cost", {"mean KLD (2nd half)", "95% over chunks", "chunks needed",
+                                          "ln PPL(KV)/PPL(ref)", "same top p %", "KLD 99% (approx.)",
+                                          "mean KLD (all positions)", "chunks", "peak RSS GiB"},
+                       row_class=lambda i, w=words: "pick" if w[i] == "free" else None)
+        p = pos[(pos["build"] == build) & (pos["model"] == model) & (pos["quant"] == quant) & (pos["ctx"] == ctx)] \
+            if present(pos, "build", "model", "quant", "ctx") else pd.DataFrame()
+        blocks.append({"title": f"Is {', '.join(g['kv'])} KV free at {int(ctx):,} tokens? {model} {quant} "
+                                f"[{build}], against {g['ref_kv'].iloc[0]} KV",
+                       "table": table, "positions": _kv_cost_positions(p) if not p.empty else None})
+    return _macro("kv_cost")(blocks, tol)
+
+
 # ---------------------------------------------------------------------------------------------- builds, provenance
 
 def builds_comparison(tables: dict[str, pd.DataFrame]) -> str:
@@ -746,6 +816,7 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
         ("tasks", "Does the quant change the answers? Task accuracy and flips", tasks_section(tables.get("tasks"))),
         ("paired", "Is A better than B? Paired on the same chunks", paired_section(tables)),
         ("kv", "KV-cache matrix: PPL by KV type and context", kv_matrix(tables["perplexity"], tables["kld"])),
+        ("kv-cost", "KV cost at the context you serve", kv_cost_section(tables, config)),
         ("speed-vram", "Speed and VRAM (llama-bench)", speed_table(tables["bench"])),
         ("tuner", "Offload tuner", tuner_table(tables.get("tune"))),
         ("claims", "The study's claims, measured", claims_section(tables, config)),
@@ -759,6 +830,7 @@ def render(tables: dict[str, pd.DataFrame], figures: list[str | Path], title: st
 
 def write_report(table_paths, figure_paths, out, title: str, config: dict) -> None:
     tables = {Path(p).stem: read_table(p) for p in table_paths}
-    for name in ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks", "tasks"):
+    for name in ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks", "tasks", "kv_cost",
+                 "kv_cost_positions"):
         tables.setdefault(name, pd.DataFrame())
     write_text(out, render(tables, list(figure_paths), title, config))

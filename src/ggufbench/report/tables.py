@@ -9,6 +9,9 @@ Tables (results/tables/):
   tasks.parquet       one row per multiple-choice pass (build x model x task set x quant x KV type, and the baseline's
                       noise-floor rerun): accuracy, and flips against the baseline cell question by question
   task_questions.parquet  one row per pass x question: right (1) or wrong (0)
+  kv_cost.parquet     one row per build x model x quant x ctx x KV type of the KV-cost scorer (both views named
+                      apart: half_* llama-perplexity's second half, all_* every position; paired over chunks)
+  kv_cost_positions.parquet  one row per kv_cost row x position bin (the cost along the context)
 Columns are documented in docs/tables.md.
 """
 
@@ -24,6 +27,7 @@ from ..core.io import atomic_path, made_here, read_json
 from ..core.records import Now, read_records
 from ..llamacpp.bench_output import flash_attn_label, summarize
 from ..llamacpp.logits import scored_per_chunk
+from ..measure.kv_cost import kv_cost_position_rows, kv_cost_rows
 from ..measure.load import load_verdict
 from ..measure.tuner import setting_label
 from . import flips as flip_stats
@@ -284,6 +288,14 @@ def builds_rows(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def kv_cost_table(records: list[dict]) -> pd.DataFrame:
+    return _order(pd.DataFrame([row for r in records for row in kv_cost_rows(r)]))
+
+
+def kv_cost_positions_table(records: list[dict]) -> pd.DataFrame:
+    return _order(pd.DataFrame([row for r in records for row in kv_cost_position_rows(r)]))
+
+
 def _order(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
@@ -291,7 +303,8 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-ROWS = {"perplexity": perplexity_rows, "kld": kld_rows, "bench": bench_rows, "tune": tune_rows, "builds": builds_rows}
+ROWS = {"perplexity": perplexity_rows, "kld": kld_rows, "bench": bench_rows, "tune": tune_rows, "builds": builds_rows,
+        "kv_cost": kv_cost_table, "kv_cost_positions": kv_cost_positions_table}
 
 
 def now_of(builds=(), manifests=(), corpora=()) -> Now:
@@ -300,7 +313,9 @@ def now_of(builds=(), manifests=(), corpora=()) -> Now:
     from ..sources.manifest import files_sha256, load_manifest
 
     found = [load_manifest(m) for m in manifests]
-    return Now(build_keys={b["build"]: b["key"] for b in map(read_json, builds)},
+    records = [read_json(b) for b in builds]
+    return Now(build_keys={b["build"]: b["key"] for b in records},
+               tools_keys={b["build"]: b["tools_key"] for b in records if b.get("tools_key")},
                file_sha256={(d["model"], d["quant"]): files_sha256(d) for d in found},
                corpus_sha256={c["name"]: c["sha256"] for c in map(read_json, corpora)})
 
@@ -315,17 +330,20 @@ def record_tables(records: dict[str, list], now: Now | None = None) -> dict[str,
 
 def write_tables(records: dict[str, list], out: dict, *, bench_summary: dict | None = None,
                  now: Now | None = None, task_baselines: dict | None = None) -> None:
-    """records: {perplexity, kld, bench, builds, tune, tasks: record paths}; out: {table name: path}, the chunks, tasks
-    and task_questions tables too where out names them (task_baselines: {model: [quant, kv]}, each model's baseline
-    cell of the task passes). A record that is not what its path names is removed and the job fails naming it: a
-    plain rerun measures it again."""
-    names = ("perplexity", "kld", "bench", "tune", "tasks")
+    """records: {perplexity, kld, bench, builds, tune, tasks, kv_cost: record paths}; out: {table name: path}, the
+    chunks, tasks, task_questions and kv_cost tables too where out names them (task_baselines: {model: [quant, kv]},
+    each model's baseline cell of the task passes; kv_cost_positions beside kv_cost). A record that is not what its
+    path names is removed and the job fails naming it: a plain rerun measures it again."""
+    names = ("perplexity", "kld", "bench", "tune", "tasks", "kv_cost")
     paths = list(dict.fromkeys(p for name in names for p in records.get(name, [])))
     by_path = dict(zip(paths, read_records(paths, now), strict=True))  # every bad record removed, then one error
     read = {name: [by_path[p] for p in records.get(name, [])] for name in names}
     read["builds"] = [read_json(p) for p in records.get("builds", [])]
     tables = {name: ROWS[name](read[name]) for name in ("perplexity", "kld", "tune", "builds")}
     tables["bench"] = bench_rows(read["bench"], bench_summary)
+    if "kv_cost" in out:
+        tables["kv_cost"] = kv_cost_table(read["kv_cost"])
+        tables["kv_cost_positions"] = kv_cost_positions_table(read["kv_cost"])
     if "chunks" in out:
         quality = dict.fromkeys([*records.get("perplexity", []), *records.get("kld", [])])
         tables["chunks"] = chunks_rows([by_path[p] for p in quality])

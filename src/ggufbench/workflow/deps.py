@@ -49,6 +49,8 @@ READS: dict[str, dict[str, str]] = {
     "perplexity": {"perplexity.chunks": MEASURED, "perplexity.chunks_by_ctx": MEASURED, **_RUN},
     "kld_base": {"kld.chunks": MEASURED, "kld.max_logits_gib": GUARD, **_RUN},
     "kld": {**_RUN},
+    "kv_cost": {**{f"kv_cost.{k}": MEASURED for k in ("kv", "ref_kv", "chunks", "chunks_by_ctx", "bins", "batch")},
+                **_RUN},
     "kld_shard_plan": {"kld.chunks": MEASURED, "kld.sharded": MEASURED},
     "kld_shard": {"kld.base_kv": MEASURED, "kld.kv": MEASURED, "kld.sharded.scratch_dir": MEASURED, **_RUN},
     "kld_combine": {"kld.chunks": MEASURED},
@@ -181,6 +183,7 @@ class Deps:
         self.kld_mode = runs.kld_mode(config)
         self.kld_base_kv = runs.kld_base_kv(config)
         self.kld_sharded = canonical(self.kld.get("sharded") or {})
+        self.kv_cost = config.get("kv_cost") or {}
         self.bench = canonical(config["bench"])
         self.tuner = canonical(config["tuner"])
         self.gpu = canonical(config["gpu"])
@@ -292,6 +295,9 @@ class Deps:
     def kld_results(self) -> list[str]:
         return [run.path for run in runs.kld_runs(self.config) if run.kind == "kld"]
 
+    def kv_cost_results(self) -> list[str]:
+        return [run.path for run in runs.kv_cost_runs(self.config)]
+
     def kld_base_results(self) -> list[str]:
         return [run.path for run in runs.kld_runs(self.config) if run.kind == "kld_base"]
 
@@ -311,7 +317,8 @@ class Deps:
 
     def corpus_records(self) -> list[str]:
         """The records of the corpora the PPL and KLD jobs measure on."""
-        return [self.corpus_json(c) for c in dict.fromkeys(s["corpus"] for s in (self.ppl, self.kld) if s)]
+        return [self.corpus_json(c) for c in dict.fromkeys(s["corpus"] for s in (self.ppl, self.kld, self.kv_cost)
+                                                           if s)]
 
     def task_cells(self, model: str) -> list[tuple[str, str]]:
         """(quant, kv) of every task pass of a model: tasks.quants (default: all its quants) x tasks.kv, and the
@@ -387,6 +394,20 @@ class Deps:
         inputs.update(logits=paths.path(paths.KLD_BASE_LOGITS, **base),
                       base_record=paths.path(paths.KLD_BASE, **base))
         return inputs
+
+    def kv_cost_inputs(self, wildcards) -> dict:
+        return self.run_inputs(wildcards, self.kv_cost["corpus"])
+
+    def kv_cost_cells(self, wildcards) -> dict:
+        """What one scorer run measures besides its context (measure/kv_cost.KvCostCells): the reference and the KV
+        types, the chunks at this context, the position bins, the tokens per decode."""
+        ctx = int(wildcards.ctx)
+        run = next(r for r in runs.kv_cost_runs(self.config) if (r.build, r.model, r.quant, r.ctx) ==
+                   (wildcards.build, wildcards.model, wildcards.quant, ctx))
+        kc = self.kv_cost
+        return canonical({"ref_kv": kc.get("ref_kv", "f16"), "kvs": list(kc.get("kv", ["q8_0", "q4_0"])),
+                          "chunks": run.chunks, "bins": [b for b in kc.get("bins", [0]) if b < ctx - 1] or [0],
+                          "batch": min(int(kc.get("batch", 512)), ctx)})
 
     def kld_shard_plan_inputs(self, wildcards) -> dict:
         return self.run_inputs(wildcards, self.kld["corpus"], quant=self.baseline(wildcards.model))

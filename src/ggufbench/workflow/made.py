@@ -48,7 +48,8 @@ def repair(root: Path | str = ".", records: dict[str, list] | None = None,
         notes.append(f"{path.relative_to(root)} {why}: removed it; this run makes it again")
 
     broken = _check_tables(root, records or {}, tables, remove)
-    quality = set(broken) & {"perplexity", "kld", "bench", "tasks"}  # what the figures are made from
+    # what the figures are made from
+    quality = set(broken) & {"perplexity", "kld", "bench", "tasks", "kv_cost_positions"}
     for fig in sorted((root / FIGURES).glob("*.png")):
         why = _png_problem(fig) or (f"was made from tables missing now ({', '.join(sorted(quality))})"
                                     if quality else None)

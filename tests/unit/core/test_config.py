@@ -484,3 +484,15 @@ def test_an_empty_list_of_prompt_or_generation_sizes_is_refused(demo, key):
     demo["bench"][key] = []
     with pytest.raises(WorkflowError, match=r"\[\] should be non-empty|is too short"):
         validate(demo, SCHEMA)
+
+
+def test_kv_cost_is_checked_by_key(demo):
+    demo["kv_cost"] = {"corpus": "pydocs", "ctx": [512], "kv": ["f16", "q8_0"], "ref_kv": "f16", "quants": ["Q3"],
+                       "bins": [128, 0], "chunks_by_ctx": {"1024": 2}}
+    with pytest.raises(ConfigError) as e:
+        check_config(demo)
+    msg = str(e.value)
+    assert "kv_cost.bins: [128, 0] must increase from 0" in msg
+    assert "kv_cost.quants: 'Q3' is not a quant of any model" in msg
+    assert "kv_cost.kv: 'f16' is kv_cost.ref_kv" in msg
+    assert "kv_cost.chunks_by_ctx: 1024 is not one of kv_cost.ctx ([512])" in msg

@@ -455,3 +455,124 @@ def test_a_build_lost_with_the_moved_cache_is_built_again_in_the_new_place(tmp_p
     ensure_tool(out / "build.json", "llama-bench", log)
     assert "put back from the build cache" in log.read_text() and "same key, other bytes" in log.read_text()
 
+
+
+# The KV-cost scorer (ggufbench-kvscore), built beside the tools ----------------------------------------------------
+
+def test_the_scorers_source_is_part_of_the_build_key(tmp_path, monkeypatch):
+    import shutil
+
+    from ggufbench.llamacpp import build
+
+    a = cmake_args({"native": True}, IDENT)
+    key = build_key(IDENT, a, TC)
+    copy = tmp_path / "kvscore"
+    shutil.copytree(build.SCORER_DIR, copy)
+    monkeypatch.setattr(build, "SCORER_DIR", copy)
+    assert build_key(IDENT, a, TC) == key  # the same bytes elsewhere: the same build
+    (copy / "kvscore.cpp").write_text((copy / "kvscore.cpp").read_text() + "\n// changed\n")
+    assert build_key(IDENT, a, TC) != key
+    # the folder is not keyed, only its contents; its path goes to CMake beside the keyed arguments
+    assert build.scorer_cmake_arg() == f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={copy}/kvscore.cmake"
+    assert not any("kvscore" in x for x in a)
+
+
+@pytest.mark.parametrize("scorer_compiles", [True, False], ids=["scorer", "scorer-fails"])
+def test_the_scorer_is_one_more_target_and_its_failure_costs_no_other_tool(tmp_path, monkeypatch, scorer_compiles):
+    """One configure of llama.cpp's own tree with the scorer's CMake file included from outside it; the tools, then
+    the scorer on its own: a scorer that does not compile is noted in the cache entry (`missing`), not fatal."""
+    import json
+    from pathlib import Path
+
+    from ggufbench.core.errors import ToolFailed
+    from ggufbench.llamacpp import build
+
+    calls = []
+
+    def fake_cmake(cmd, log=None, **kwargs):
+        calls.append(cmd)
+        if "--build" not in cmd:
+            return
+        targets = cmd[cmd.index("--target") + 1:]
+        if targets == [build.SCORER] and not scorer_compiles:
+            raise ToolFailed("cmake exited with status 1; last lines:\nkvscore.cpp:1: error: 'llama_decode' was not "
+                             "declared")
+        (Path(cmd[2]) / "bin").mkdir(parents=True, exist_ok=True)
+        for t in targets:
+            (Path(cmd[2]) / "bin" / t).write_bytes(t.encode())
+
+    monkeypatch.setattr(build, "run_tool", fake_cmake)
+    src = tmp_path / "llama.cpp"
+    (src / "tools/fit-params").mkdir(parents=True)
+    done = tmp_path / "builds" / "k"
+    log = tmp_path / "log"
+    files = build._compile(src, "Ninja", ["-DGGML_NATIVE=OFF"], done, jobs=2, log=log)
+    configure, tools, scorer = calls
+    assert configure[-2:] == ["-DGGML_NATIVE=OFF", build.scorer_cmake_arg()]
+    assert tools[tools.index("--target") + 1:] == [*build.TOOLS, "llama-fit-params"]
+    assert scorer[scorer.index("--target") + 1:] == [build.SCORER]
+    entry = json.loads((done / "build.json").read_text())
+    assert ("bin/ggufbench-kvscore" in files) == scorer_compiles and entry["files"] == files
+    assert all(f"bin/{t}" in files for t in build.TOOLS)
+    if scorer_compiles:
+        assert entry["missing"] == {}
+    else:
+        assert "it did not compile against this llama.cpp" in entry["missing"][build.SCORER]
+        assert "'llama_decode' was not declared" in log.read_text()
+        assert build._missing_tools(done) == entry["missing"]
+
+
+def test_a_build_record_says_whether_it_has_the_scorer(tmp_path, cache, compiles):
+    """A build without it (here: one whose compile made only the tools, as a build made before the scorer existed)
+    says so in `tools` and features.kvscore, and its tools work as before."""
+    from ggufbench.core.io import write_json
+    from ggufbench.llamacpp.build import SCORER, build_llama_cpp, ensure_tool
+
+    out = tmp_path / "results/builds/cpu"
+    rec = build_llama_cpp("cpu", SPEC, out, jobs=1, cache=cache)
+    assert SCORER not in rec["tools"] and rec["features"]["kvscore"] is False and rec["missing_tools"] == {}
+    write_json(out / "build.json", rec)
+    assert ensure_tool(out / "build.json", "llama-perplexity").is_file()
+
+
+def test_a_record_made_before_the_scorer_says_how_to_get_it(tmp_path, cache):
+    from ggufbench.core.errors import ToolFailed
+    from ggufbench.llamacpp.build import SCORER, ensure_tool
+
+    out, _ = built(tmp_path, cache)
+    with pytest.raises(ToolFailed, match=r"build cpu has no ggufbench-kvscore \(its tools: .*\): made before ggufbench "
+                                         r"built its scorer: rebuild it, snakemake --forcerun build_llama_cpp"):
+        ensure_tool(out / "build.json", SCORER)
+
+
+def test_a_scorer_that_did_not_compile_is_named_with_why(tmp_path, cache):
+    from ggufbench.core.errors import ToolFailed
+    from ggufbench.core.io import read_json, write_json
+    from ggufbench.llamacpp.build import SCORER, ensure_tool
+
+    out, _ = built(tmp_path, cache)
+    rec = read_json(out / "build.json")
+    write_json(out / "build.json", {**rec, "missing_tools": {SCORER: "it did not compile against this llama.cpp: x"}})
+    with pytest.raises(ToolFailed, match="has no ggufbench-kvscore .*: it did not compile against this llama.cpp"):
+        ensure_tool(out / "build.json", SCORER)
+
+
+def test_the_tools_key_is_the_key_as_it_was_before_the_scorer(tmp_path, monkeypatch):
+    """A build made before the scorer existed has the key its tools alone give (tools_key): the same llama.cpp built
+    again with the scorer compiles them bit for bit, so a record they measured stays valid (core/records.py)."""
+    import hashlib
+    import json
+    import shutil
+
+    from ggufbench.llamacpp import build
+
+    a = cmake_args({"native": True}, IDENT)
+    before = {"source": IDENT, "cmake_args": a, "cxx_version": TC["cxx_version"], "nvcc_version": None,
+              "tools": build.KEYED_TOOLS}  # build_key's dict until the scorer joined it
+    old = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:20]
+    assert build_key(IDENT, a, TC, scorer=False) == old != build_key(IDENT, a, TC)
+    copy = tmp_path / "kvscore"
+    shutil.copytree(build.SCORER_DIR, copy)
+    (copy / "target.cmake").write_text("# changed\n")
+    monkeypatch.setattr(build, "SCORER_DIR", copy)
+    assert build_key(IDENT, a, TC, scorer=False) == old

@@ -53,10 +53,23 @@ def test_single_kld_kv_covers_only_its_cells():
 def test_study_plan_counts():
     config = load("config.yaml")
     ours, naive = plan.planned_runs(config), plan.naive_runs(config)
-    # 5 quants x 3 KV: 15 ctx-512 cells from 1 baseline pass + 14 KLD runs; 15 ctx-8192 PPL runs
+    # 5 quants x 3 KV at kld.ctx 512 and 8192: each 1 baseline pass + 14 KLD runs; the ctx-512 PPL cells come from
+    # them, the 15 ctx-8192 PPL cells are runs of their own (the whole corpus; KLD at 8192 scores 4 chunks)
     assert sum(r.kind == "perplexity" for r in ours) == 15
-    assert sum(r.kind == "kld" for r in ours) == 14
-    assert (len(ours), len(naive)) == (30, 45)
+    assert sum(r.kind == "kld" for r in ours) == 28
+    assert (len(ours), len(naive)) == (45, 60)
+    assert sorted({(r.ctx, r.chunks) for r in ours if r.kind == "kld"}) == [(512, 25), (8192, 4)]
+
+
+def test_kv_cost_runs():
+    config = load("config.yaml")
+    runs = plan.kv_cost_runs(config)
+    # 5 quants x 2 contexts, every KV type of kv_cost.kv in each run
+    assert len(runs) == 10 and {(r.ctx, r.chunks) for r in runs} == {(8192, 16), (32768, 4)}
+    assert runs[0].path == "results/kv-cost/cuda/qwen3.5-35b-a3b/Q8_0/ctx8192.json"
+    assert plan.kv_cost_runs(load("demo.yaml")) == [plan.KvCostRun("cpu", "smollm2-135m", "F16", 512, 2),
+                                                    plan.KvCostRun("cpu", "smollm2-135m", "F16", 4096, 1)]
+    assert plan.kv_cost_runs({**config, "kv_cost": None}) == []
 
 
 def test_chunks_by_ctx():

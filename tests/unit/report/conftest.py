@@ -12,7 +12,8 @@ from tests.support import DATA
 from tests.support.report_pages import build_report, config_for, stored_tables
 
 # Every table the page reads (write_report adds the ones a run did not make as empty frames, without columns).
-TABLES = ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks", "tasks")
+TABLES = ("perplexity", "kld", "bench", "builds", "tune", "server", "chunks", "tasks", "kv_cost",
+          "kv_cost_positions")
 MODEL = "smollm2-135m"
 
 

@@ -193,5 +193,22 @@ def test_task_passes_their_inputs_and_the_baseline_cell():
     assert d.task_noise_floor(w) == {"batch": 512, "ubatch": 64}
     assert d.task_baselines() == {model: ["F16", "f16"]}
     assert d.task_set_spec(w)["cloze"]["choices"] == 3
-    plain = Deps(load("demo.yaml"))
+    plain = Deps({k: v for k, v in load("demo.yaml").items() if k != "tasks"})
     assert plain.task_results() == plain.task_noise_floor_results() == [] and plain.task_baselines() == {}
+
+
+def test_kv_cost_runs_one_job_per_quant_and_context_with_every_kv_type(demo, study):
+    """The demo scores its F16 at 512 and 4096; the study every quant at 8192 and 32768, q8_0, q4_0 and q8_0-q4_0
+    in one run each, on the corpus its record names."""
+    assert demo.kv_cost_results() == ["results/kv-cost/cpu/smollm2-135m/F16/ctx512.json",
+                                      "results/kv-cost/cpu/smollm2-135m/F16/ctx4096.json"]
+    w = wc(build="cpu", model="smollm2-135m", quant="F16", ctx="4096")
+    assert demo.kv_cost_cells(w) == {"batch": 512, "bins": [0, 128, 1024], "chunks": 1, "kvs": ["q8_0"],
+                                     "ref_kv": "f16"}
+    assert demo.kv_cost_cells(wc(**{**vars(w), "ctx": "512"}))["bins"] == [0, 128]  # edges past the context dropped
+    assert demo.kv_cost_inputs(w)["corpus"] == "results/data/pydocs/corpus.txt"
+    assert "results/data/pydocs/corpus.json" in demo.corpus_records()
+    assert len(study.kv_cost_results()) == 10
+    cells = study.kv_cost_cells(wc(build="cuda", model="qwen3.5-35b-a3b", quant="Q4_K_M", ctx="32768"))
+    assert cells["kvs"] == ["q8_0", "q4_0", "q8_0-q4_0"] and cells["chunks"] == 4
+    assert all(READS["kv_cost"][f"kv_cost.{k}"] == deps.MEASURED for k in ("kv", "ref_kv", "bins", "batch"))
