@@ -168,7 +168,10 @@ def kv_heatmap(ppl: pd.DataFrame, path) -> None:
     quants = list(ppl.sort_values("file_size_bytes", ascending=False)["quant"].drop_duplicates())
     kvs = list(dict.fromkeys(ppl["kv"]))
     ctxs = sorted(ppl["ctx"].unique())
-    lim = float(np.nanmax(np.abs(ppl["dppl_vs_f16_kv"]))) or 1.0
+    resolved = _resolved(ppl)
+    shown = ppl["dppl_vs_f16_kv"].where(resolved)  # a difference within the noise gets no colour
+    lim = float(np.nanmax(np.abs(shown))) if shown.notna().any() else 1.0
+    lim = lim or 1.0
     fig, axes = plt.subplots(len(groups), len(quants), figsize=(1.1 + 1.25 * len(ctxs) * len(quants),
                                                                   0.9 + 0.55 * len(kvs) * len(groups) + 0.6),
                              squeeze=False, layout="constrained")
@@ -176,13 +179,15 @@ def kv_heatmap(ppl: pd.DataFrame, path) -> None:
     for row, ((build, model), g) in enumerate(groups):
         for col, quant in enumerate(quants):
             ax = axes[row, col]
-            m = g[g["quant"] == quant].pivot_table(index="kv", columns="ctx", values="dppl_vs_f16_kv")
-            m = m.reindex(index=kvs, columns=ctxs)
-            im = ax.imshow(m.to_numpy(dtype=float), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-            for (i, j), v in np.ndenumerate(m.to_numpy(dtype=float)):
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7.5,
-                            color="white" if abs(v) > 0.6 * lim else "black")
+            q = g[g["quant"] == quant].assign(resolved=resolved[g.index[g["quant"] == quant]].to_numpy(),
+                                              ref=g.loc[g["quant"] == quant, "kv"].eq("f16").to_numpy())
+            m = q.pivot_table(index="kv", columns="ctx", values="dppl_vs_f16_kv").reindex(index=kvs, columns=ctxs)
+            ok = q.pivot_table(index="kv", columns="ctx", values="resolved", aggfunc="first")
+            ok = ok.reindex(index=kvs, columns=ctxs).fillna(False).to_numpy(dtype=bool)
+            values = m.to_numpy(dtype=float)
+            ax.imshow(np.where(ok, np.nan, 1.0), cmap="Greys", vmin=0, vmax=6, aspect="auto")  # within noise: grey
+            im = ax.imshow(np.where(ok, values, np.nan), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            _heat_labels(ax, values, ok, kvs, lim)
             ax.set_xticks(range(len(ctxs)), [str(c) for c in ctxs], fontsize=8)
             ax.set_yticks(range(len(kvs)), kvs if col == 0 else [""] * len(kvs), fontsize=8)
             ax.set_title(quant if len(groups) == 1 else f"{quant} [{build}]", fontsize=9)
@@ -190,9 +195,36 @@ def kv_heatmap(ppl: pd.DataFrame, path) -> None:
                 ax.set_xlabel("ctx", fontsize=8)
             if col == 0:
                 ax.set_ylabel("KV type" if len(groups) == 1 else f"{model} [{build}]\nKV type", fontsize=8)
-    fig.colorbar(im, ax=axes, shrink=0.9, label="ΔPPL vs f16 KV")
-    fig.suptitle(title, fontsize=TITLE_SIZE)
+    fig.colorbar(im, ax=axes, shrink=0.9, label="ΔPPL vs f16 KV (beyond its ±)")
+    method = "paired on the shared chunks" if "dppl_vs_f16_kv_method" in ppl and ppl[
+        "dppl_vs_f16_kv_method"].eq("paired").any() else "the two PPLs' ± in quadrature"
+    fig.suptitle(f"{title}\ngrey, '(noise)': within 1.96 of its ± ({method}): not resolved", fontsize=TITLE_SIZE)
     _save(fig, path)
+
+
+def _heat_labels(ax, values, ok, kvs: list[str], lim: float) -> None:
+    """Each cell's ΔPPL: the f16 row is the reference; a resolved one on its colour, one within noise in grey."""
+    for (i, j), v in np.ndenumerate(values):
+        if not np.isfinite(v):
+            continue
+        if kvs[i] == "f16":
+            ax.text(j, i, "ref.", ha="center", va="center", fontsize=7, color="dimgray")
+        elif ok[i, j]:
+            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7.5,
+                    color="white" if abs(v) > 0.6 * lim else "black")
+        else:
+            ax.text(j, i, f"{v:+.2f}\n(noise)", ha="center", va="center", fontsize=6.5, color="dimgray")
+
+
+def _resolved(ppl: pd.DataFrame) -> pd.Series:
+    """Which ΔPPL cells lie beyond their ± (tables.add_kv_deltas); tables made before it had none: computed here
+    from the PPL cells' ± the same way."""
+    if "dppl_vs_f16_kv_resolved" in ppl:
+        return ppl["dppl_vs_f16_kv_resolved"].fillna(False).astype(bool)
+    from .tables import add_kv_deltas
+
+    return add_kv_deltas(ppl.drop(columns=["dppl_vs_f16_kv", "kv_cost_long_minus_short"], errors="ignore"))[
+        "dppl_vs_f16_kv_resolved"].fillna(False).astype(bool)
 
 
 def speed(bench: pd.DataFrame, path) -> None:

@@ -133,12 +133,14 @@ def _scoreboard_row(quant: str, r, kr, *, baseline: str | None, base_ppl: float,
 
 
 def _scoreboard_block(build: str, model: str, g: pd.DataFrame, *, ks: pd.DataFrame, kld: pd.DataFrame,
-                      config: dict) -> dict:
-    """One build's and model's scoreboard: its PPL cells at the KLD runs' context (else the shortest) and the
-    baseline's KV type (else the first measured), its KLD rows, and what it lacks."""
+                      config: dict, ctx: int | None = None, several: bool = False) -> dict:
+    """One build's and model's scoreboard at one context (ctx: a context KLD was measured at; None: the shortest
+    PPL context): its PPL cells there with the baseline's KV type (else the first measured), its KLD rows at that
+    context, and what it lacks."""
     kctx = _of(ks, build, model)
-    ctxs = sorted(g["ctx"].unique())
-    ctx0 = int(kctx["ctx"].iloc[0]) if not kctx.empty and kctx["ctx"].iloc[0] in ctxs else int(ctxs[0])
+    ctx0 = int(ctx) if ctx is not None else int(sorted(g["ctx"].unique())[0])
+    if not kctx.empty:
+        kctx = kctx[kctx["ctx"] == ctx0]
     kvs = list(dict.fromkeys(g[g["ctx"] == ctx0]["kv"]))
     kv0 = recommend.base_kv(config, kld)
     kv0 = kv0 if kv0 in kvs else kvs[0]  # a PPL matrix without the baseline's KV type: its first
@@ -156,8 +158,9 @@ def _scoreboard_block(build: str, model: str, g: pd.DataFrame, *, ks: pd.DataFra
         missing.append((f"other quant of {model}", "one quant measured, nothing to compare it with; add quants "
                         f"under models.{model}.quants (ΔPPL and KLD are against the baseline, "
                         f"{baseline or 'models.' + str(model) + '.baseline'})"))
+    table_id = f"scoreboard-{build}-{model}" + (f"-ctx{ctx0}" if several else "")
     return {"build": build, "model": model, "ctx": ctx0, "kv": kv0, "missing": missing, "table": _table(
-        pd.DataFrame(rows), f"scoreboard-{build}-{model}", {"size GiB", "PPL", "ΔPPL", *KLD_COLUMNS})}
+        pd.DataFrame(rows), table_id, {"size GiB", "PPL", "ΔPPL", *KLD_COLUMNS})}
 
 
 def _kld_note(kld: pd.DataFrame) -> dict:
@@ -183,18 +186,41 @@ def scoreboard(ppl: pd.DataFrame, kld: pd.DataFrame, config: dict) -> str:
     if not present(ppl, "build", "model", "quant", "ctx", "kv"):
         return _empty("perplexity results", "the scoreboard needs the PPL cells")
     ks = scoreboard_kld(kld)
-    blocks = [_scoreboard_block(build, model, g, ks=ks, kld=kld, config=config)
-              for (build, model), g in ppl.groupby(["build", "model"], sort=False)]
+    blocks = []
+    for (build, model), g in ppl.groupby(["build", "model"], sort=False):
+        own = _of(ks, build, model)
+        kctxs = [int(c) for c in sorted(own["ctx"].unique()) if c in set(g["ctx"])] if present(own, "ctx") else []
+        # one scoreboard per context KLD was measured at (kld.ctx may list several), else at the shortest PPL ctx
+        blocks += [_scoreboard_block(build, model, g, ks=ks, kld=kld, config=config, ctx=c, several=len(kctxs) > 1)
+                   for c in kctxs or [None]]
     return _macro("scoreboard")(blocks, str(ppl["build"].iloc[0]), _kld_note(kld) if present(ks) else None)
 
 
 # ---------------------------------------------------------------------------------------------- KV matrix
 
 def _kv_cell(r) -> str:
+    """PPL ± and, for a KV type other than f16, its ΔPPL against f16 KV: marked when within the noise."""
     text = _pm(r["ppl"], r["ppl_uncertainty"])
     if r["kv"] != "f16" and not recommend.isna(r.get("dppl_vs_f16_kv")):
-        text += f" ({r['dppl_vs_f16_kv']:+.4f})"
+        noise = "" if r.get("dppl_vs_f16_kv_resolved", True) else ", within noise"
+        text += f" ({r['dppl_vs_f16_kv']:+.4f}{noise})"
     return text
+
+
+def _deltas(g: pd.DataFrame, col: str) -> list[str]:
+    """A difference with its ± (95 %: 1.96 of it), or — where a cell is missing."""
+    unc = g[f"{col}_uncertainty"] if f"{col}_uncertainty" in g else pd.Series(float("nan"), index=g.index)
+    return ["—" if recommend.isna(v) else f"{v:+.4f}" + ("" if recommend.isna(u) else f" ± {1.96 * u:.4f}")
+            for v, u in zip(g[col], unc, strict=True)]
+
+
+def _long_verdict(r) -> str:
+    """Does the KV type cost more at the long context? Only a difference beyond its ± says so."""
+    if recommend.isna(r.get("kv_cost_long_minus_short")) or "kv_cost_long_minus_short_resolved" not in r:
+        return "—"
+    if not r["kv_cost_long_minus_short_resolved"]:
+        return "not resolved"
+    return "costs more at the long ctx" if r["kv_cost_long_minus_short"] > 0 else "costs less at the long ctx"
 
 
 def _kv_missing(model: str, g: pd.DataFrame) -> list[tuple[str, str]]:
@@ -218,6 +244,10 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
     if not present(ppl, "build", "model", "quant", "ctx", "kv"):
         return _empty("perplexity results", "the KV-cache matrix needs perplexity: (or kld:) in the config")
     kld = kld if kld is not None else pd.DataFrame()
+    if "dppl_vs_f16_kv_resolved" not in ppl and present(ppl, "ppl", "ppl_uncertainty"):
+        from .tables import add_kv_deltas  # tables made before the deltas carried their ±
+
+        ppl = add_kv_deltas(ppl.drop(columns=["dppl_vs_f16_kv", "kv_cost_long_minus_short"], errors="ignore"))
     blocks = []
     first = str(ppl["build"].iloc[0])
     for (build, model), g in ppl.groupby(["build", "model"], sort=False):
@@ -234,24 +264,27 @@ def kv_matrix(ppl: pd.DataFrame, kld: pd.DataFrame | None = None) -> str:
         if len(ctxs) > 1 and "kv_cost_long_minus_short" in g:
             long = g[(g["ctx"] == ctxs[-1]) & (g["kv"] != "f16")]
             if not long.empty:
-                t = long[["quant", "kv", "dppl_vs_f16_kv", "kv_cost_long_minus_short"]].rename(columns={
-                    "dppl_vs_f16_kv": f"ΔPPL vs f16 KV at ctx {ctxs[-1]}",
-                    "kv_cost_long_minus_short": f"ΔPPL at ctx {ctxs[-1]} minus ΔPPL at ctx {ctxs[0]}"})
-                for col in t.columns[2:]:
-                    t[col] = t[col].map(lambda v: "—" if recommend.isna(v) else f"{v:+.4f}")
+                t = pd.DataFrame({"quant": long["quant"].to_numpy(), "kv": long["kv"].to_numpy(),
+                                  f"ΔPPL vs f16 KV at ctx {ctxs[-1]}": _deltas(long, "dppl_vs_f16_kv"),
+                                  f"ΔPPL at ctx {ctxs[-1]} minus ΔPPL at ctx {ctxs[0]}":
+                                      _deltas(long, "kv_cost_long_minus_short"),
+                                  "verdict": [_long_verdict(r) for _, r in long.iterrows()]})
                 own["long"] = {"ctx": ctxs[-1], "ctx0": ctxs[0],
-                               "table": _table(t, f"kv-long-{build}-{model}", set(t.columns[2:]))}
+                               "table": _table(t, f"kv-long-{build}-{model}", set(t.columns[2:4]))}
         k = _of(kld, build, model)
         if not k.empty and k["kv"].nunique() > 1:
             k = k.assign(cell=[_pm(v, u, "{:.6f}") for v, u in zip(k["kld_mean"], k["kld_mean_uncertainty"],
                                                                    strict=True)])
-            km = k.pivot_table(index="quant", columns="kv", values="cell", aggfunc="first")
-            km = km.reindex(index=order, columns=[kv for kv in kvs if kv in km.columns])
+            kctxs = sorted(int(c) for c in k["ctx"].unique())  # a column per context and KV type (kld.ctx a list)
+            km = k.pivot_table(index="quant", columns=["ctx", "kv"], values="cell", aggfunc="first")
+            km = km.reindex(index=order, columns=pd.MultiIndex.from_tuples(
+                [(c, kv) for c in kctxs for kv in kvs if (c, kv) in km.columns]))
             bq, bkv = str(k["baseline_quant"].iloc[0]), str(k["baseline_kv"].iloc[0])
-            if bq in km.index and bkv in km.columns and recommend.isna(km.loc[bq, bkv]):
-                km.loc[bq, bkv] = "0 (baseline)"
-            km.columns = [f"KV {c}" for c in km.columns]
-            own["kld"] = {"quant": bq, "kv": bkv, "ctx": int(k["ctx"].iloc[0]),
+            for c in kctxs:
+                if bq in km.index and (c, bkv) in km.columns and recommend.isna(km.loc[bq, (c, bkv)]):
+                    km.loc[bq, (c, bkv)] = "0 (baseline)"
+            km.columns = [f"KV {kv}" if len(kctxs) == 1 else f"ctx {c} · KV {kv}" for c, kv in km.columns]
+            own["kld"] = {"quant": bq, "kv": bkv, "ctx": ", ".join(str(c) for c in kctxs),
                           "table": _table(km.reset_index(), f"kv-kld-{build}-{model}", set(km.columns))}
         blocks.append(own)
     return _macro("kv_matrix")(blocks, first)

@@ -94,7 +94,8 @@ def _spec(row) -> dict:
 
 def _quality(p: pd.DataFrame, k: pd.DataFrame, b: pd.DataFrame, model_baseline, kv0) -> list[dict]:
     ctxs = sorted(p["ctx"].unique()) if not p.empty else []
-    kctx = int(k["ctx"].iloc[0]) if not k.empty else None
+    kctx = int(k["ctx"].min()) if not k.empty else None  # kld.ctx may list several: the shortest, the scoreboard's
+    k = k[k["ctx"] == kctx] if not k.empty else k
     ctx0 = kctx if kctx in ctxs else (ctxs[0] if ctxs else None)
     out = []
     if not p.empty:

@@ -18,8 +18,10 @@ Columns are documented in docs/tables.md.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.errors import ToolFailed
@@ -62,19 +64,71 @@ def ppl_row(record: dict) -> dict:
     return row
 
 
-def add_kv_deltas(df: pd.DataFrame) -> pd.DataFrame:
+Z95 = 1.96  # a difference beyond 1.96 of its ± is resolved (95 %)
+CHUNK_RUN_ORDER = {"perplexity": 0, "kld_base": 1, "kld": 2}  # one run per cell: the same tokens either way
+
+
+def _chunk_runs(chunks: pd.DataFrame | None) -> dict:
+    """(build, model, quant, ctx, kv) -> that cell's per-chunk rows (one run's: a PPL pass before a KLD pass)."""
+    if chunks is None or chunks.empty or "ln_ppl_q" not in chunks:
+        return {}
+    out = {}
+    for key, g in chunks.groupby(["build", "model", "quant", "ctx", "kv"]):
+        first = min(g["stage"], key=lambda s: CHUNK_RUN_ORDER.get(s, 9))
+        out[tuple(key)] = g[g["stage"] == first]
+    return out
+
+
+def _paired_delta(r, runs: dict) -> tuple[float, bool] | None:
+    """ΔPPL's ± (as a standard error in PPL) and whether it is resolved, paired on the chunks the cell and its f16
+    twin share (report/paired.py on ln PPL per chunk: their errors are correlated, the quadrature of their ± is far
+    too wide); None without per-chunk values of both."""
+    from .paired import paired
+
+    key = (r["build"], r["model"], r["quant"], r["ctx"])
+    a, b = runs.get((*key, r["kv"])), runs.get((*key, "f16"))
+    if a is None or b is None:
+        return None
+    p = paired(a, b, "ln_ppl_q")
+    if p["n_chunks"] < 2 or not math.isfinite(p["half_width"]):
+        return None
+    ppl_f16 = r["ppl"] - r["dppl_vs_f16_kv"]
+    return ppl_f16 * math.exp(p["diff"]) * p["half_width"] / Z95, bool(p["resolved"])
+
+
+def add_kv_deltas(df: pd.DataFrame, chunks: pd.DataFrame | None = None) -> pd.DataFrame:
     """dppl_vs_f16_kv: PPL minus the same quant's PPL with f16 KV at the same ctx (NaN without an f16 cell);
-    kv_cost_long_minus_short: that difference at this ctx minus at the shortest ctx (0 at the shortest)."""
+    kv_cost_long_minus_short: that difference at this ctx minus at the shortest ctx (0 at the shortest). Each with
+    its ± and whether it is resolved (beyond 1.96 of it): paired on the shared chunks where chunks (the per-chunk
+    table) holds both runs (dppl_vs_f16_kv_method "paired"), else the runs' ± in quadrature (an upper bound: the runs
+    score the same tokens, their errors are correlated; "quadrature"). A difference within the noise reads as one."""
     if df.empty:
         return df
     keys = ["build", "model", "quant", "ctx"]
-    ref = df[df["kv"] == "f16"].set_index(keys)["ppl"]
+    f16 = df[df["kv"] == "f16"].set_index(keys)
     idx = pd.MultiIndex.from_frame(df[keys])
-    df = df.assign(dppl_vs_f16_kv=df["ppl"].to_numpy() - ref.reindex(idx).to_numpy())
+    d = df["ppl"].to_numpy() - f16["ppl"].reindex(idx).to_numpy()
+    du = np.hypot(df["ppl_uncertainty"].to_numpy(float), f16["ppl_uncertainty"].reindex(idx).to_numpy(float))
+    is_f16 = df["kv"].to_numpy() == "f16"
+    df = df.assign(dppl_vs_f16_kv=d, dppl_vs_f16_kv_uncertainty=np.where(is_f16, 0.0, du),
+                   dppl_vs_f16_kv_method=np.where(is_f16, "reference", "quadrature"))
+    df = df.assign(dppl_vs_f16_kv_resolved=np.abs(d) > Z95 * df["dppl_vs_f16_kv_uncertainty"].to_numpy())
+    runs = _chunk_runs(chunks)
+    for i, r in df[~is_f16].iterrows() if runs else ():
+        found = _paired_delta(r, runs)
+        if found is not None:
+            df.loc[i, ["dppl_vs_f16_kv_uncertainty", "dppl_vs_f16_kv_resolved", "dppl_vs_f16_kv_method"]] = [
+                found[0], found[1], "paired"]
     short = df.groupby(["build", "model"])["ctx"].transform("min")
-    at_short = df[df["ctx"] == short].set_index(["build", "model", "quant", "kv"])["dppl_vs_f16_kv"]
+    at_short = df[df["ctx"] == short].set_index(["build", "model", "quant", "kv"])
     idx2 = pd.MultiIndex.from_frame(df[["build", "model", "quant", "kv"]])
-    return df.assign(kv_cost_long_minus_short=df["dppl_vs_f16_kv"].to_numpy() - at_short.reindex(idx2).to_numpy())
+    long = df["dppl_vs_f16_kv"].to_numpy() - at_short["dppl_vs_f16_kv"].reindex(idx2).to_numpy()
+    lu = np.hypot(df["dppl_vs_f16_kv_uncertainty"].to_numpy(float),  # two contexts: other chunks, independent
+                  at_short["dppl_vs_f16_kv_uncertainty"].reindex(idx2).to_numpy(float))
+    lu = np.where(df["ctx"].to_numpy() == short.to_numpy(), 0.0, lu)
+    return df.assign(kv_cost_long_minus_short=long, kv_cost_long_minus_short_uncertainty=lu,
+                     kv_cost_long_minus_short_resolved=np.abs(long) > Z95 * lu,
+                     dppl_vs_f16_kv_resolved=df["dppl_vs_f16_kv_resolved"].astype(bool))
 
 
 def perplexity_rows(records: list[dict]) -> pd.DataFrame:
@@ -347,6 +401,10 @@ def write_tables(records: dict[str, list], out: dict, *, bench_summary: dict | N
     if "chunks" in out:
         quality = dict.fromkeys([*records.get("perplexity", []), *records.get("kld", [])])
         tables["chunks"] = chunks_rows([by_path[p] for p in quality])
+        # the KV types' ΔPPL paired on their shared chunks where both runs kept them
+        tables["perplexity"] = add_kv_deltas(tables["perplexity"].drop(columns=[
+            c for c in tables["perplexity"].columns if c.startswith(("dppl_vs_f16_kv", "kv_cost_long_minus"))]),
+            tables["chunks"])
     if "tasks" in out:
         tables["tasks"] = task_rows(read["tasks"], task_baselines, tables["kld"])
         tables["task_questions"] = task_question_rows(read["tasks"])

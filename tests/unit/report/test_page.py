@@ -254,3 +254,32 @@ def test_the_tasks_section_puts_accuracy_and_flips_beside_kld(demo_tasks):
     assert "Noise floor: 0 of 926 answers changed when the baseline was scored again with -b 512 -ub 64" in html
     assert "telling 2% from 4% needs about 1,084 questions" in html
     assert "No task results in this run" in R.tasks_section(pd.DataFrame())
+
+
+def test_kv_differences_carry_their_noise_and_a_verdict():
+    """Issue 26: the KV matrix's ΔPPL against f16 and the long-minus-short table had no ± and no verdict; a ±0.03
+    difference read like a result. On the stored CPU demo (no per-chunk table: the two PPLs' ± in quadrature),
+    every difference is within its noise and says so."""
+    tables = stored_tables("cpu-demo")
+    html = R.kv_matrix(tables["perplexity"], tables["kld"])
+    long = html[html.index('id="kv-long-'):]
+    long = long[:long.index("</table>")]
+    assert " ± " in long and long.count("<td>not resolved</td>") == 12  # 6 quants x q8_0, q4_0
+    assert "within noise" in html
+
+
+def test_kld_at_several_contexts_gets_a_scoreboard_each_and_a_column_per_context():
+    """kld.ctx a list (issue 26): a scoreboard per context KLD was measured at (PPL cells there), never a KLD row of
+    one context beside PPL of another; the KV table's KLD has a column per context and KV type."""
+    tables = stored_tables("cpu-demo")
+    kld, ppl = tables["kld"], tables["perplexity"]
+    longer = kld.assign(ctx=1024, kld_mean=kld["kld_mean"] * 2)
+    both = {**tables, "kld": pd.concat([kld, longer], ignore_index=True)}
+    html = R.scoreboard(ppl, both["kld"], config_for("cpu-demo"))
+    assert 'id="scoreboard-cpu-smollm2-135m-ctx512"' in html and 'id="scoreboard-cpu-smollm2-135m-ctx1024"' in html
+    board = html[html.index('id="scoreboard-cpu-smollm2-135m-ctx1024"'):]
+    board = board[:board.index("</table>")]
+    q2 = longer[(longer["quant"] == "Q2_K") & (longer["kv"] == "f16")]["kld_mean"].iloc[0]
+    assert f"{q2:.6f}" in board  # the ctx-1024 KLD on the ctx-1024 board
+    kv = R.kv_matrix(ppl, both["kld"])
+    assert "ctx 512 · KV q8_0" in kv and "ctx 1024 · KV q8_0" in kv

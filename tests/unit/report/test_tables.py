@@ -138,3 +138,28 @@ def test_the_tasks_tables_of_the_demos_cloze_set(demo_tasks):
     q = task_question_rows(demo_task_records())
     assert len(q) == 6 * 926 and set(q["correct"]) == {0, 1}
     assert q[(q["quant"] == "F16") & (q["kv"] == "f16") & (q["variant"] == "main")]["correct"].sum() == 505
+
+
+def test_a_kv_types_delta_is_paired_on_the_shared_chunks_and_reads_unresolved_within_the_noise(capture):
+    """Q8_0 with KV f16 and q8_0 (real llama-perplexity captures, the same 12 chunks of ctx 512): the quadrature of
+    the two PPLs' ± (about ±0.9) calls nothing; paired on the chunks the ± is a small fraction of it, and the
+    verdict follows the paired interval. Issue 26: a ±0.03 difference painted as a result."""
+    from ggufbench.llamacpp.perplexity_output import parse_perplexity
+    from ggufbench.report.tables import add_kv_deltas, chunks_rows, perplexity_rows
+
+    def record(kv: str) -> dict:
+        return {"stage": "perplexity", "provenance": {"build": "cpu", "model": "smol", "quant": "Q8_0",
+                                                      "file_sha256": "a", "corpus_sha256": "c"},
+                "params": {"ctx": 512, "kv": kv, "chunks": 12},
+                "result": parse_perplexity(capture(f"ppl_q8_0_kv-{kv}.txt")).to_dict()}
+
+    records = [record("f16"), record("q8_0")]
+    alone = perplexity_rows(records).set_index("kv")
+    paired = add_kv_deltas(perplexity_rows(records), chunks_rows(records)).set_index("kv")
+    q = paired.loc["q8_0"]
+    assert alone.loc["q8_0", "dppl_vs_f16_kv_method"] == "quadrature" and q["dppl_vs_f16_kv_method"] == "paired"
+    assert q["dppl_vs_f16_kv"] == pytest.approx(alone.loc["q8_0", "dppl_vs_f16_kv"])
+    assert q["dppl_vs_f16_kv_uncertainty"] < alone.loc["q8_0", "dppl_vs_f16_kv_uncertainty"] / 5
+    assert not alone.loc["q8_0", "dppl_vs_f16_kv_resolved"]  # quadrature: within the noise, whatever the truth
+    assert q["dppl_vs_f16_kv_resolved"] == (abs(q["dppl_vs_f16_kv"]) > 1.96 * q["dppl_vs_f16_kv_uncertainty"])
+    assert paired.loc["f16", "dppl_vs_f16_kv_method"] == "reference"
