@@ -166,6 +166,29 @@ def test_the_quants_answers_and_their_flips_against_f16(demo):
     assert 'id="tasks-cpu-smollm2-135m-cloze"' in html and "flips_vs_kld" in html
 
 
+def test_q8_0_kv_cost_by_the_scorer_at_512_and_8x_longer_in_memory_that_does_not_grow(demo):
+    """Issue 26 on the demo: ggufbench-kvscore, built with llama.cpp, scores q8_0 KV against f16 KV on F16 at ctx
+    512 and 4096. Its peak host memory less its KV caches (which a CPU build keeps in host memory, as
+    llama-perplexity does) is the same within a few percent at both, and far below the n_ctx x n_vocab x 4 bytes
+    llama-perplexity's KLD pass holds at 4096; the report answers "is q8_0 KV free" with the position curve."""
+    workdir, _ = demo
+    kc = pd.read_parquet(workdir / "results/tables/kv_cost.parquet").set_index("ctx")
+    assert sorted(kc.index) == [512, 4096] and set(kc["kv"]) == {"q8_0"} and set(kc["ref_kv"]) == {"f16"}
+    assert (kc["half_kld_mean"] > 0).all() and (kc["half_kld_mean"] < 0.01).all()  # q8_0 KV: small, not free
+    mem = {}
+    for ctx in (512, 4096):
+        rec = json.loads((workdir / f"results/kv-cost/cpu/smollm2-135m/F16/ctx{ctx}.json").read_text())
+        m = rec["result"]["memory"]
+        mem[ctx] = m["peak_rss_bytes"] - sum(m["kv_state_bytes"].values())
+        assert m["logits_host_bytes"] < m["llama_perplexity_logits_bytes"] or ctx == 512
+    assert abs(mem[4096] - mem[512]) / mem[512] < 0.05, mem
+    assert mem[4096] < 4096 * 49152 * 4 * 1.5  # and below what llama-perplexity would keep for the logits alone
+    positions = pd.read_parquet(workdir / "results/tables/kv_cost_positions.parquet")
+    assert set(positions["ctx"]) == {512, 4096} and positions["kld_half_width"].notna().all()
+    html = (workdir / "reports/summary.html").read_text()
+    assert "Is q8_0 KV free at 4,096 tokens?" in html and "kv_cost_by_position" in html
+
+
 def test_chunks_and_paired_comparisons(demo):
     """Every KLD run's 8 chunks in chunks.parquet; each scoreboard's neighbouring pairs and each KV type against
     f16 judged on them, in the report."""
