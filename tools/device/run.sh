@@ -4,7 +4,7 @@
 # llama.cpp and model part 1), then `demo` (carries model part 2 and the corpus). Prepare .carry/ with
 # tools/device/prepare.sh on the CPU machine.
 set -euo pipefail
-stage=${1:?usage: run.sh build NAME | demo | moe | sharded | capture | study | update build NAME | update demo}
+stage=${1:?usage: run.sh build NAME | demo | moe | sharded | capture | study | longctx | update build NAME | update demo}
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v "^WARNING: Target" || true
 export PYTHONPATH=/tmp/site GGUFBENCH_CACHE=/tmp/ggufbench-cache PYTHONUNBUFFERED=1
 sm=(python3 -m snakemake --configfile tools/device/demo-cuda.yaml --cores 16 --scheduler greedy)
@@ -60,6 +60,28 @@ k.pop('sharded'); k.update(mode='chunks', chunks=179, max_logits_gib=5); yaml.sa
     echo "build seconds: $(( $(date +%s) - start ))" | tee "$out/wall.txt"
     cp logs/build/cuda.log "$out/" || true
     bash tools/device/capture.sh "$out" 2>&1 | tail -40 ;;
+  longctx)
+    # issue 29 (tools/device/longctx-cuda.yaml): the scorer at 8192 and 32768, sharded KLD at 8192, one task cell;
+    # each target in turn within LONGCTX_SECONDS, device memory sampled by nvidia-smi every second beside them
+    cfg=tools/device/longctx-cuda.yaml
+    sm=(python3 -m snakemake --configfile $cfg --cores 16 --scheduler greedy --keep-going --rerun-incomplete)
+    deadline=$(( $(date +%s) + ${LONGCTX_SECONDS:-540} )); left() { echo $(( deadline - $(date +%s) )); }
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/gpu.txt"
+    nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader -l 1 > "$out/gpu-memory.csv" &
+    smi=$!
+    k=results/kv-cost/cuda/qwen35-shape/Q4_K_M
+    for t in results/builds/cuda/build.json $k/ctx8192.json $k/ctx32768.json \
+             results/kld/cuda/qwen35-shape/Q3_K_M_ctx8192_kv-f16.json \
+             results/kld-base/cuda/qwen35-shape/ctx8192_kv-f16.json \
+             results/tasks/cuda/qwen35-shape/cloze/Q4_K_M_kv-f16.json; do
+      [ "$(left)" -gt 30 ] || break
+      s=$(date +%s); timeout "$(left)" "${sm[@]}" "$t" 2>&1 | grep -E "rror|steps" || true
+      echo "$t: $(( $(date +%s) - s )) s" | tee -a "$out/wall.txt"
+    done
+    kill $smi || true
+    tar -czf "$out/longctx.tar.gz" results/kv-cost results/kld results/kld-base results/kld-shards/*/*/*/plan.json \
+      results/kld-shards/*/*/*/shard-*.json results/tasks results/builds/cuda/build.json logs benchmarks \
+      2>/dev/null || true ;;
   study)
     # issues 19 and 13 at the study's scale (tools/device/study-cuda.yaml), in calls made right after each other
     # on the warm machine: each resumes where the last stopped and returns what exists by then

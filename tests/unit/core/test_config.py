@@ -496,3 +496,12 @@ def test_kv_cost_is_checked_by_key(demo):
     assert "kv_cost.quants: 'Q3' is not a quant of any model" in msg
     assert "kv_cost.kv: 'f16' is kv_cost.ref_kv" in msg
     assert "kv_cost.chunks_by_ctx: 1024 is not one of kv_cost.ctx ([512])" in msg
+
+
+def test_tasks_without_a_noise_floor_validate(demo):
+    """tasks.noise_floor: null (no rerun) is what the schema offers: validation filled defaults into it and raised
+    a raw AttributeError ('NoneType' object has no attribute 'setdefault') before any job."""
+    demo["tasks"] = {"sets": {"cloze": {"cloze": {"corpus": "pydocs"}}}, "noise_floor": None}
+    validate(demo, SCHEMA)
+    check_config(demo)
+    assert demo["tasks"]["noise_floor"] is None and demo["tasks"]["kv"] == ["f16"]
