@@ -117,15 +117,5 @@ get_task_noise_floor_results = DEPS.task_noise_floor_results
 
 # Tables, figures and the page that are cut short, of another kind, or made from a table that is gone: removed
 # before the DAG is built, so this run makes them again (workflow/made.py; Snakemake alone says "Nothing to be done")
-RECORDS = {
-    "perplexity": get_perplexity_results(),
-    "kld": get_kld_results(),
-    "kv_cost": get_kv_cost_results(),
-    "bench": get_bench_results(),
-    "tune": get_tune_results(),
-    "server": get_server_results(),
-    "tasks": get_task_results() + get_task_noise_floor_results(),
-    "task_questions": get_task_results() + get_task_noise_floor_results(),
-}
-for note in repair_made_outputs(records=RECORDS):
+for note in repair_made_outputs():
     print(f"ggufbench: {note}", file=sys.stderr)

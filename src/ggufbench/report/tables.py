@@ -324,7 +324,7 @@ def task_question_rows(records: list[dict]) -> pd.DataFrame:
 
 
 def write_server_table(records: list, out) -> None:
-    write_table(server_rows(read_records(records)), out, "server")
+    write_table(server_rows(read_records(records)), out, "server", sources=records)
 
 
 def builds_rows(records: list[dict]) -> pd.DataFrame:
@@ -408,21 +408,35 @@ def write_tables(records: dict[str, list], out: dict, *, bench_summary: dict | N
     if "tasks" in out:
         tables["tasks"] = task_rows(read["tasks"], task_baselines, tables["kld"])
         tables["task_questions"] = task_question_rows(read["tasks"])
+    made_from = {"chunks": [*records.get("perplexity", []), *records.get("kld", [])],
+                 "kv_cost_positions": records.get("kv_cost", []), "task_questions": records.get("tasks", [])}
     for name, df in tables.items():
-        write_table(df, out[name], name)
+        write_table(df, out[name], name, sources=made_from.get(name, records.get(name, [])))
 
 
 KIND = b"ggufbench.table"  # each table's kind, in its Parquet metadata: what read_table checks
+SOURCES = b"ggufbench.sources"  # the records it was made from: a table made from a record that is gone is stale
 
 
-def write_table(df: pd.DataFrame, out, kind: str) -> None:
+def write_table(df: pd.DataFrame, out, kind: str, sources=()) -> None:
+    """The table as Parquet, written whole or not at all, with its kind and the records it was made from in its
+    metadata (workflow/made.py removes a table whose records are gone, so the run measures them again)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), KIND: kind.encode()})
+    meta = {KIND: kind.encode(), SOURCES: json.dumps([str(p) for p in dict.fromkeys(sources)]).encode()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
+
+
+def table_sources(path) -> list[str]:
+    """The records a table was made from, as its metadata names them ([] for a table made before they were kept)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(SOURCES, b"[]"))
 
 
 def table_problem(path) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core import paths
-from ..report.tables import table_problem
+from ..report.tables import table_problem, table_sources
 
 REPORT = Path("reports/summary.html")
 FIGURES = Path("reports/figures")
@@ -36,10 +36,10 @@ def _page_problem(path: Path) -> str | None:
     return None if tail.endswith(b"</html>") else "does not end with </html> (cut short)"
 
 
-def repair(root: Path | str = ".", records: dict[str, list] | None = None,
-           tables: tuple[str, ...] = (*paths.TABLES, "server")) -> list[str]:
+def repair(root: Path | str = ".", tables: tuple[str, ...] = (*paths.TABLES, "server")) -> list[str]:
     """Remove bad or orphaned light outputs under root (the working directory); returns a line per file removed.
-    records: {table: the result records it is made from} (a table whose records are not all there is removed)."""
+    A table whose records (as its metadata names them) are not all there any more is removed too; a record the
+    config asks for that was never made is no reason (its job runs, and the tables after it)."""
     root = Path(root)
     notes: list[str] = []
 
@@ -47,7 +47,7 @@ def repair(root: Path | str = ".", records: dict[str, list] | None = None,
         path.unlink()
         notes.append(f"{path.relative_to(root)} {why}: removed it; this run makes it again")
 
-    broken = _check_tables(root, records or {}, tables, remove)
+    broken = _check_tables(root, tables, remove)
     # what the figures are made from
     quality = set(broken) & {"perplexity", "kld", "bench", "tasks", "kv_cost_positions"}
     for fig in sorted((root / FIGURES).glob("*.png")):
@@ -63,13 +63,13 @@ def repair(root: Path | str = ".", records: dict[str, list] | None = None,
     return notes
 
 
-def _check_tables(root: Path, records: dict[str, list], tables: tuple[str, ...], remove) -> list[str]:
+def _check_tables(root: Path, tables: tuple[str, ...], remove) -> list[str]:
     """The tables that are missing or were removed (cut short, of another kind, made from records now gone)."""
     broken = []
     for name in tables:
         path = root / paths.table(name)
         why = table_problem(path)
-        gone = [r for r in records.get(name, []) if not (root / r).exists()]
+        gone = [r for r in table_sources(path) if not (root / r).exists()] if why is None else []
         if why is None and gone:
             why = f"was made from records missing now ({gone[0]}{f' and {len(gone) - 1} more' if gone[1:] else ''})"
         if why is not None:
