@@ -422,7 +422,8 @@ def _k(n: int) -> str:
 
 def _kv_cost_panel(ax, h: pd.DataFrame, kvs: list[str]) -> None:
     """One context: per KV type the mean KLD of each position bin with its 95 % interval over chunks (Student's t);
-    a bin whose interval reaches 0 is not resolved: hollow marker, dotted whisker down to the axis."""
+    a bin whose interval reaches 0 is not resolved: hollow marker, dotted whisker down to the axis; a bin of one
+    chunk has no interval at all: hollow marker, no whisker."""
     bins = h.drop_duplicates("bin").sort_values("bin")
     xs = {b: i for i, b in enumerate(bins["bin"])}
     for j, kv in enumerate(kvs):
@@ -433,16 +434,23 @@ def _kv_cost_panel(ax, h: pd.DataFrame, kvs: list[str]) -> None:
         x = np.array([xs[b] for b in k["bin"]]) + 0.08 * (j - (len(kvs) - 1) / 2)
         y, half = k["kld_mean"].to_numpy(float), k["kld_half_width"].to_numpy(float)
         ok = k["kld_resolved"].to_numpy(bool)
+        spread = np.isfinite(half)  # one chunk: no spread over chunks, so no interval
         low = np.where(ok, y - half, y * 1e-3)  # an interval reaching 0 runs off the log axis
         ax.plot(x, y, color=color, lw=1, alpha=0.6)
-        ax.errorbar(x[ok], y[ok], yerr=[(y - low)[ok], half[ok]], fmt="o", color=color, capsize=3, label=kv)
-        if (~ok).any():
-            eb = ax.errorbar(x[~ok], y[~ok], yerr=[(y - low)[~ok], half[~ok]], fmt="o", mfc="white", color=color,
-                             capsize=3, elinewidth=1, label=f"{kv} (not resolved)")
+        if ok.any():
+            ax.errorbar(x[ok], y[ok], yerr=[(y - low)[ok], half[ok]], fmt="o", color=color, capsize=3, label=kv)
+        wide = ~ok & spread
+        if wide.any():
+            eb = ax.errorbar(x[wide], y[wide], yerr=[(y - low)[wide], half[wide]], fmt="o", mfc="white",
+                             color=color, capsize=3, elinewidth=1, label=f"{kv} (not resolved)")
             for bar in eb.lines[2]:
                 bar.set_linestyle(":")
-    ax.set_xticks(range(len(bins)), [f"{_k(lo)}–{_k(hi)}" for lo, hi in zip(bins["pos_lo"], bins["pos_hi"],
-                                                                             strict=True)], fontsize=8)
+        if (~spread).any():
+            ax.plot(x[~spread], y[~spread], "o", mfc="white", color=color, label=f"{kv} (one chunk: no interval)")
+    ctx = int(h["ctx"].iloc[0])
+    # a bin's end is exclusive; the last one ends at the context's last scored position (ctx - 1): named by ctx
+    ax.set_xticks(range(len(bins)), [f"{_k(lo)}–{_k(ctx if hi >= ctx - 1 else hi)}"
+                                     for lo, hi in zip(bins["pos_lo"], bins["pos_hi"], strict=True)], fontsize=8)
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
 

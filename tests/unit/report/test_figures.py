@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -85,3 +86,26 @@ def test_flip_rate_against_kld_over_the_demos_cells(demo_tasks, tmp_path, monkey
     F.flips_vs_kld(demo_tasks, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert titles == ["cloze: Spearman ρ = 1.00 (n = 4 cells, 926 questions)"]
+
+
+def test_kv_cost_by_position_shows_a_one_chunk_bin_without_an_interval(tmp_path, monkeypatch):
+    """The demo's position bins as its run of 2026-12-05 gave them (ctx 512 over 2 chunks, ctx 4096 over 1): a bin
+    of one chunk has no interval (half width inf), so it is drawn hollow with no whisker, not a whisker down to the
+    axis; the last bin is named by the context (its exclusive end is ctx - 1: "1K–4K", not "1K–3.99902K")."""
+    pos = pd.DataFrame({
+        "build": "cpu", "model": "smollm2-135m", "quant": "F16", "kv": "q8_0", "ref_kv": "f16",
+        "ctx": [512, 512, 4096, 4096, 4096], "bin": [0, 1, 0, 1, 2], "pos_lo": [0, 128, 0, 128, 1024],
+        "pos_hi": [128, 511, 128, 1024, 4095], "n_chunks": [2, 2, 1, 1, 1],
+        "kld_mean": [0.036985, 0.000279, 0.000284, 0.000269, 0.000311],
+        "kld_half_width": [0.466330, 0.000276, np.inf, np.inf, np.inf],
+        "kld_resolved": [False, True, False, False, False]})
+    ticks, legends = [], []
+    set_xticks, legend = F.plt.Axes.set_xticks, F.plt.Axes.legend
+    monkeypatch.setattr(F.plt.Axes, "set_xticks", lambda ax, t, labels=None, **kw: (
+        ticks.append(list(labels)), set_xticks(ax, t, labels, **kw))[1])
+    monkeypatch.setattr(F.plt.Axes, "legend", lambda ax, *a, **kw: (
+        legends.append(ax.get_legend_handles_labels()[1]), legend(ax, *a, **kw))[1])
+    F.kv_cost_by_position(pos, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    assert ticks == [["0–128", "128–512"], ["0–128", "128–1K", "1K–4K"]]
+    assert legends == [["q8_0", "q8_0 (not resolved)"], ["q8_0 (one chunk: no interval)"]]
