@@ -39,6 +39,7 @@ from ..llamacpp.tokenize import count_tokens
 from ..sources.manifest import model_path
 from .provenance import provenance
 from .quality import MIN_SCORED_TOKENS, _mem_available
+from .shards.stats import mean_and_uncertainty
 
 Z95 = 1.96
 # Student's t, two-sided 95% (0.975 quantile), by degrees of freedom; beyond the table the next lower entry
@@ -102,15 +103,6 @@ def combine(rows: Iterable) -> Sums:
     for r in rows:
         total = total + (r if isinstance(r, Sums) else Sums.of(r))
     return total
-
-
-def mean_and_uncertainty(s: float, s2: float, n: int) -> tuple[float, float]:
-    """A mean and its ± as llama-perplexity computes them (tokens as independent; no ± below 11 tokens)."""
-    if n < 1:
-        return 0.0, 0.0
-    f = s / n
-    df = s2 / n - f * f
-    return f, (math.sqrt(df / (n - 1)) if df > 0 and n > 10 else 0.0)
 
 
 def covariance(a: float, b: float, ab: float, n: int) -> float:

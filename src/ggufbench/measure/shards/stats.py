@@ -8,8 +8,9 @@ from dataclasses import dataclass
 # --- exact combination of what llama-perplexity prints per shard ---------------------------------------------
 
 
-def _mean_unc(s: float, s2: float, n: int) -> tuple[float, float]:
-    """llama-perplexity's mean_and_uncertainty."""
+def mean_and_uncertainty(s: float, s2: float, n: int) -> tuple[float, float]:
+    """A mean and its ± from the sum and the sum of squares, as llama-perplexity computes them (its
+    mean_and_uncertainty: tokens as independent; no ± below 11 tokens). The scorer's sums use it too (kv_cost)."""
     if n < 1:
         return 0.0, 0.0
     f = s / n
@@ -64,16 +65,16 @@ def sums_from_kld(r: dict, n: int) -> Sums:
 def stats_from_sums(s: Sums) -> dict:
     """What llama-perplexity prints at the end of a KLD run, from its sums (its own formulas)."""
     n = s.n
-    lq, uq = _mean_unc(s.nll, s.nll2, n)
-    lb, ub = _mean_unc(s.nll_base, s.nll_base2, n)
+    lq, uq = mean_and_uncertainty(s.nll, s.nll2, n)
+    lb, ub = mean_and_uncertainty(s.nll_base, s.nll_base2, n)
     cov = (s.nll_nll_base / n - (s.nll / n) * (s.nll_base / n)) / (n - 1) if n >= 10 else 0.0
     ppl_q, ppl_b = math.exp(lq), math.exp(lb)
     lr_unc = math.sqrt(max(0.0, uq * uq + ub * ub - 2 * cov))
     ratio = math.exp(lq - lb)
     diff_unc = math.sqrt(max(0.0, (ppl_q * uq) ** 2 + (ppl_b * ub) ** 2 - 2 * ppl_q * ppl_b * cov))
-    kl, kl_unc = _mean_unc(s.kld, s.kld2, n)
-    dp, dp_unc = _mean_unc(s.p_diff, s.p_diff2, n)
-    mse, mse_unc = _mean_unc(s.p_diff2, s.p_diff4, n)
+    kl, kl_unc = mean_and_uncertainty(s.kld, s.kld2, n)
+    dp, dp_unc = mean_and_uncertainty(s.p_diff, s.p_diff2, n)
+    mse, mse_unc = mean_and_uncertainty(s.p_diff2, s.p_diff4, n)
     rms = math.sqrt(mse)
     top = s.n_same_top / n
     return {"ppl_q": ppl_q, "ppl_q_uncertainty": ppl_q * uq, "ppl_base": ppl_b, "ppl_base_uncertainty": ppl_b * ub,
@@ -128,5 +129,5 @@ def combine_ppl(parts: list[tuple[float, float, int]]) -> tuple[float, float]:
     for ppl, unc, k in parts:
         a, b = _sums(math.log(ppl), unc / ppl, k)
         s, s2, n = s + a, s2 + b, n + k
-    m, u = _mean_unc(s, s2, n)
+    m, u = mean_and_uncertainty(s, s2, n)
     return math.exp(m), math.exp(m) * u
