@@ -43,13 +43,18 @@ _FAILURES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-def diagnose(text: str) -> str | None:
-    """The first known failure found in llama-perplexity's output, explained; None if none is found."""
-    for pattern, explanation in _FAILURES:
+def explain(failures: list[tuple[re.Pattern[str], str]], text: str) -> str | None:
+    """The first failure of the table (regex, explanation with the match's groups) found in text, explained."""
+    for pattern, explanation in failures:
         m = pattern.search(text)
         if m:
             return explanation.format(*m.groups())
     return None
+
+
+def diagnose(text: str) -> str | None:
+    """The first known failure found in llama-perplexity's output, explained; None if none is found."""
+    return explain(_FAILURES, text)
 
 
 def _fail(text: str, missing: str) -> ToolFailed:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from ..core.errors import ToolFailed
 from .perplexity_output import diagnose as diagnose_perplexity
+from .perplexity_output import explain
 
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf)"
 _HEADER = re.compile(r"^task\tacc_norm$", re.M)
@@ -50,11 +51,8 @@ FAILURES: list[tuple[re.Pattern[str], str]] = [
 
 
 def diagnose(text: str) -> str | None:
-    for pattern, explanation in FAILURES:
-        m = pattern.search(text)
-        if m:
-            return explanation.format(*m.groups())
-    return diagnose_perplexity(text)
+    """The task mode's own failure explained, else one of llama-perplexity's PPL modes; None if none is found."""
+    return explain(FAILURES, text) or diagnose_perplexity(text)
 
 
 @dataclass
